@@ -1,0 +1,1 @@
+"""Agents: the runtime, the embedded offline model, and (later) abilities and workflows."""

@@ -1,0 +1,203 @@
+"""The channel contract: neutral message types and the small Protocols adapters implement.
+
+A channel module verifies and parses what its provider sends into an ``InboundMessage``
+and delivers an ``OutboundMessage``. It never touches the database and never knows about
+agents; the gateway hands it a ``RawRequest`` (converted once from aiohttp) and a
+``ChannelContext`` with the few shared things it may use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import aiohttp
+from multidict import CIMultiDictProxy, MultiDictProxy
+from pydantic import BaseModel, Field
+
+IdentityKind = Literal["phone", "email", "slack", "webchat"]
+Publisher = Callable[[str, Mapping[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """An inbound HTTP request, provider-neutral and already read.
+
+    ``url`` is the URL the provider called (``workspace.public_url`` + path and query,
+    or the request URL when no public URL is set): it is what providers sign.
+    ``form`` keeps repeated and empty fields exactly as sent.
+    """
+
+    method: str
+    url: str
+    path: str
+    headers: CIMultiDictProxy[str]
+    form: MultiDictProxy[str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Attachment:
+    url: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message from a member, normalised by its channel.
+
+    ``sender`` is the identity address: E.164 for phones, lower-cased email, Slack user
+    id, web chat visitor id. ``external_id`` is the provider's own id for the message;
+    with ``channel`` it is the dedupe key. ``raw`` is the provider payload, JSON-able.
+    """
+
+    channel: str
+    inbox: str
+    sender_kind: IdentityKind
+    sender: str
+    text: str
+    external_id: str
+    received_at: datetime
+    attachments: tuple[Attachment, ...] = ()
+    thread_key: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """A reply to deliver: ``inbox`` is what it is sent from, ``to`` the member's address."""
+
+    channel: str
+    inbox: str
+    to: str
+    text: str
+    key: str
+    thread_key: str | None = None
+    message_id: str = ""
+    author: str = "agent"
+    author_name: str = ""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the provider said when it took the message."""
+
+    provider_id: str | None
+    status: str = "sent"
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A provider's delivery status callback for a message we sent."""
+
+    provider_id: str
+    status: str
+    error_code: str | None = None
+
+
+class ChannelSettings(BaseModel):
+    """Base of every ``channels.<name>`` section: which agent answers, per inbox."""
+
+    agent: str = Field(description="The agent that answers this channel.")
+
+    def agent_for(self, inbox: str) -> str:
+        """The agent answering ``inbox``; channels with per-inbox agents override this."""
+        return self.agent
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What a channel may use besides its own settings.
+
+    ``http`` is the app's one shared client session; ``publish`` fans a payload out to
+    every gateway process (web chat sockets, consoles) by topic.
+    """
+
+    public_url: str | None
+    default_region: str
+    http: aiohttp.ClientSession
+    publish: Publisher
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A way to reach members. Constructed from its settings model and a context."""
+
+    name: ClassVar[str]
+    settings_model: ClassVar[type[ChannelSettings]]
+
+    def __init__(self, settings: Any, context: ChannelContext) -> None: ...
+
+    async def send(self, message: OutboundMessage) -> Delivery:
+        """Deliver once. Raise ``DeliveryFailed(retryable=...)`` when the provider refuses."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the channel holds (clients, listeners)."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """What to answer the provider once the message is stored."""
+
+    body: str
+    content_type: str = "text/plain"
+
+
+@runtime_checkable
+class WebhookReceiver(Protocol):
+    """A channel whose provider calls us over HTTP at ``webhook_path``."""
+
+    webhook_path: ClassVar[str]
+
+    async def parse(self, request: RawRequest) -> InboundMessage:
+        """Verify the request (``SignatureInvalid``) and normalise it (``ValidationFailed``)."""
+        ...
+
+    def acknowledge(self, message: InboundMessage) -> WebhookReply:
+        """The 2xx body for a stored (or duplicate) message."""
+        ...
+
+
+@runtime_checkable
+class SupportsStatusCallbacks(Protocol):
+    """A channel whose provider reports delivery progress at ``status_path``."""
+
+    status_path: ClassVar[str]
+
+    async def parse_status(self, request: RawRequest) -> StatusUpdate:
+        """Verify and read a status callback."""
+        ...
+
+
+STATUS_ORDER: Mapping[str, int] = {
+    "pending": 0,
+    "accepted": 1,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "read": 5,
+}
+
+
+def is_forward(current: str, new: str) -> bool:
+    """Delivery statuses only move forward: a late ``sent`` never undoes ``delivered``."""
+    return STATUS_ORDER.get(new, -1) > STATUS_ORDER.get(current, -1)
+
+
+def webhook_paths(cls: type) -> tuple[str | None, str | None]:
+    """The message and status-callback paths a channel class declares, where it has them.
+
+    Routes are added before any channel is constructed, so this reads the class.
+    """
+    message, status = vars(cls).get("webhook_path"), vars(cls).get("status_path")
+    return (
+        message if isinstance(message, str) else None,
+        status if isinstance(status, str) else None,
+    )

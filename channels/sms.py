@@ -1,0 +1,170 @@
+"""SMS through Twilio Programmable Messaging.
+
+Inbound: Twilio posts a form to ``/channels/twilio/sms``; we check ``X-Twilio-Signature``
+with twilio's ``RequestValidator`` over the URL Twilio called and the form exactly as
+sent, then normalise. Outbound: the REST API (``Messages.json``) through twilio's async
+HTTP client on the app's shared session; the outbox retries, so the client never does
+(its retries re-POST on 5xx and send duplicates).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar
+
+import aiohttp
+from pydantic import AfterValidator, ConfigDict, Field, SecretStr
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from channels.base import (
+    Attachment,
+    ChannelContext,
+    ChannelSettings,
+    Delivery,
+    InboundMessage,
+    OutboundMessage,
+    RawRequest,
+    StatusUpdate,
+    WebhookReply,
+)
+from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
+from people.identities import to_e164
+
+STATUS_PATH = "/channels/twilio/status"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+MAX_MEDIA = 10
+E164 = Annotated[str, AfterValidator(lambda n: to_e164(n, "ZZ"))]
+
+
+class SmsSettings(ChannelSettings):
+    """``channels.sms``: a Twilio account and the numbers it receives texts on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    account_sid: str = Field(min_length=1, description="Twilio Account SID (AC...).")
+    auth_token: SecretStr = Field(
+        description="Twilio Auth Token; signs webhooks, authorises the API."
+    )
+    numbers: tuple[E164, ...] = Field(min_length=1, description="E.164 numbers that receive texts.")
+    api_base_url: str = Field(
+        default="https://api.twilio.com", description="Twilio REST base URL; tests use a fake."
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per REST request.")
+
+
+def _raw(request: RawRequest) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for key in request.form:
+        values = request.form.getall(key)
+        raw[key] = values[0] if len(values) == 1 else list(values)
+    return raw
+
+
+class SmsChannel:
+    """Texts in and out through one Twilio account."""
+
+    name: ClassVar[str] = "sms"
+    settings_model: ClassVar[type[ChannelSettings]] = SmsSettings
+    webhook_path: ClassVar[str] = "/channels/twilio/sms"
+    status_path: ClassVar[str] = STATUS_PATH
+
+    def __init__(self, settings: SmsSettings, context: ChannelContext) -> None:
+        self.settings = settings
+        self._context = context
+        self._validator = RequestValidator(settings.auth_token.get_secret_value())
+        http = AsyncTwilioHttpClient(pool_connections=False, timeout=settings.timeout_seconds)
+        http.session = context.http  # one shared session; its lifetime is the app's
+        self._client = Client(
+            settings.account_sid, settings.auth_token.get_secret_value(), http_client=http
+        )
+        self._client.api.base_url = settings.api_base_url.rstrip("/")
+
+    def verify(self, request: RawRequest) -> None:
+        """Raise ``SignatureInvalid`` unless Twilio signed exactly this URL and form."""
+        # SECURITY: the signature covers the public URL and every form field; a missing
+        # header, another URL or another body all fail here, before anything is stored.
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not self._validator.validate(request.url, request.form, signature):
+            raise SignatureInvalid("X-Twilio-Signature does not match this request")
+
+    async def parse(self, request: RawRequest) -> InboundMessage:
+        self.verify(request)
+        form = request.form
+        missing = [k for k in ("MessageSid", "From", "To", "Body") if k not in form]
+        if missing:
+            raise ValidationFailed(f"missing form fields: {', '.join(missing)}")
+        inbox = to_e164(form["To"], self._context.default_region)
+        if inbox not in self.settings.numbers:
+            raise ValidationFailed(f"{inbox} is not one of this workspace's SMS numbers")
+        try:
+            sender = to_e164(form["From"], self._context.default_region)
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"From: {exc.message}") from exc
+        return InboundMessage(
+            channel=self.name,
+            inbox=inbox,
+            sender_kind="phone",
+            sender=sender,
+            text=form["Body"],
+            external_id=form["MessageSid"],
+            received_at=datetime.now(UTC),
+            attachments=self._attachments(request),
+            raw=_raw(request),
+        )
+
+    def acknowledge(self, message: InboundMessage) -> WebhookReply:
+        """An empty TwiML response: the reply goes out later through the REST API."""
+        return WebhookReply(body=EMPTY_TWIML, content_type="application/xml")
+
+    @staticmethod
+    def _attachments(request: RawRequest) -> tuple[Attachment, ...]:
+        try:
+            count = min(int(request.form.get("NumMedia", "0")), MAX_MEDIA)
+        except ValueError as exc:
+            raise ValidationFailed("NumMedia is not a number") from exc
+        return tuple(
+            Attachment(
+                url=request.form.get(f"MediaUrl{i}", ""),
+                content_type=request.form.get(f"MediaContentType{i}", "application/octet-stream"),
+            )
+            for i in range(count)
+            if request.form.get(f"MediaUrl{i}")
+        )
+
+    async def parse_status(self, request: RawRequest) -> StatusUpdate:
+        self.verify(request)
+        sid = request.form.get("MessageSid") or request.form.get("SmsSid")
+        status = request.form.get("MessageStatus") or request.form.get("SmsStatus")
+        if not sid or not status:
+            raise ValidationFailed("missing form fields: MessageSid, MessageStatus")
+        return StatusUpdate(
+            provider_id=sid, status=status, error_code=request.form.get("ErrorCode") or None
+        )
+
+    async def send(self, message: OutboundMessage) -> Delivery:
+        callback = (
+            self._context.public_url.rstrip("/") + STATUS_PATH if self._context.public_url else None
+        )
+        try:
+            created = await self._client.messages.create_async(
+                to=message.to,
+                from_=message.inbox,
+                body=message.text,
+                **({"status_callback": callback} if callback else {}),
+            )
+        except TwilioRestException as exc:
+            retryable = exc.status >= 500 or exc.status == 429
+            raise DeliveryFailed(
+                f"Twilio answered {exc.status} ({exc.code}): {exc.msg}",
+                retryable=retryable,
+                provider_code=str(exc.code) if exc.code else None,
+            ) from exc
+        except (TwilioException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise DeliveryFailed(f"Twilio unreachable: {exc!r}", retryable=True) from exc
+        return Delivery(provider_id=created.sid, status=created.status or "queued")
+
+    async def close(self) -> None:
+        """The HTTP session belongs to the app; nothing else to release."""

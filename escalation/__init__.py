@@ -1,0 +1,1 @@
+"""Escalation: handoffs to people (triggers, business hours and routing grow here)."""

@@ -1,0 +1,37 @@
+"""Handoffs: a conversation that needs a person. At most one open per conversation.
+
+While nobody takes it, the conversation is ``queued`` and the agent keeps answering.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.models import Conversation, Handoff
+
+log = logging.getLogger(__name__)
+
+
+async def request(
+    session: AsyncSession, conversation: Conversation, reason: str, trigger: str
+) -> Handoff:
+    """Open a handoff for ``conversation`` (or return the one already open)."""
+    existing = (
+        await session.execute(
+            select(Handoff).where(
+                Handoff.conversation_id == conversation.id, Handoff.status == "open"
+            )
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    handoff = Handoff(conversation_id=conversation.id, reason=reason, trigger=trigger)
+    session.add(handoff)
+    if conversation.status == "bot":
+        conversation.status = "queued"
+    await session.flush()
+    log.info("handoff opened on conversation %s (%s: %s)", conversation.id, trigger, reason)
+    return handoff

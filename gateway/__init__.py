@@ -1,0 +1,1 @@
+"""The gateway: app factory, inbound pipeline, admin API, CLI and settings loading."""

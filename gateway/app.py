@@ -1,0 +1,133 @@
+"""``create_app(settings) -> web.Application``: wiring only.
+
+Everything with a lifetime (engine, HTTP session, Redis, channels, background loops)
+is opened and closed in one ``cleanup_ctx`` generator and reachable through the app's
+``STATE`` key. Routes live in ``gateway.routes``, the admin API in ``gateway.api``, the
+web chat socket in ``gateway.webchat_socket``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import redis.asyncio as redis
+from aiohttp import web
+
+import channels
+from agents.runtime import Runtime
+from channels import webchat
+from channels.base import ChannelContext
+from gateway import api, http, redis_bus, routes
+from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
+from gateway.delivery import Deliverer
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.settings import Settings
+from gateway.sockets import WebChatSockets
+from gateway.state import STATE, AppState, Services
+from gateway.supervisor import Dispatcher, Supervisor
+from store.engine import create_engine, session_factory
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.Application:
+    """The gateway for ``settings``. ``runtime`` replaces the agents' runtime (tests)."""
+    app = web.Application(
+        client_max_size=settings.gateway.max_body_bytes,
+        middlewares=[http.request_ids, http.errors],
+    )
+    app[STATE] = AppState(settings, runtime)
+    app.cleanup_ctx.append(_lifecycle)
+    routes.add(app, settings)
+    api.add(app)
+    return app
+
+
+async def _open_bus(settings: Settings) -> tuple[redis.Redis | None, PubSub, WorkQueue]:
+    url = settings.storage.redis_url
+    if url is None:
+        return None, MemoryPubSub(), MemoryWorkQueue()
+    client = redis_bus.connect(url, max_connections=settings.storage.pool_size * 4)
+    await client.ping()
+    blocking = redis_bus.connect(url, max_connections=2)
+    return client, redis_bus.RedisPubSub(client), redis_bus.RedisWorkQueue(client, blocking)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    settings = state.settings
+    engine = create_engine(settings.storage.database_url, pool_size=settings.storage.pool_size)
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    client, pubsub, queue = await _open_bus(settings)
+    context = ChannelContext(
+        public_url=settings.workspace.public_url,
+        default_region=settings.workspace.default_region,
+        http=session,
+        publish=pubsub.publish,
+    )
+    opened = {name: channels.load(name)(cfg, context) for name, cfg in settings.channels.items()}
+    supervisor, metrics = Supervisor(), Metrics()
+    sessions = session_factory(engine)
+    deliverer = Deliverer(sessions, opened, settings.gateway, metrics, supervisor)
+    runtime = state.runtime or Runtime(settings.agents, settings.workspace.name)
+    pipeline = Pipeline(sessions, queue, runtime, settings, metrics, deliverer.wake)
+    sockets = WebChatSockets()
+    await pubsub.subscribe(webchat.TOPIC, sockets.deliver)
+    state.running = Services(
+        settings, engine, sessions, session, client, pubsub, queue, opened, runtime,
+        pipeline, deliverer, supervisor, metrics, sockets,
+    )  # fmt: skip
+    loops = await _start_workers(state.services) if settings.gateway.workers > 0 else []
+    try:
+        yield
+    finally:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await supervisor.drain(SHUTDOWN_GRACE_SECONDS)
+        await sockets.close_all()
+        for channel in opened.values():
+            await channel.close()
+        await pubsub.close()
+        await queue.close()
+        if client is not None:
+            await client.aclose()
+        await session.close()
+        await engine.dispose()
+        state.running = None
+
+
+async def _start_workers(s: Services) -> list[asyncio.Task[None]]:
+    """Resume what a crash left behind, then run the dispatcher, deliverer and sweeper."""
+    for key in await s.pipeline.pending_keys():
+        await s.pipeline.enqueue(key)
+    dispatcher = Dispatcher(
+        s.queue, s.supervisor, s.pipeline.work, s.pipeline.has_work, s.settings.gateway.workers
+    )
+    return [
+        asyncio.create_task(dispatcher.run(), name="dispatcher"),
+        asyncio.create_task(s.deliverer.run(), name="deliverer"),
+        asyncio.create_task(_sweep(s), name="sweeper"),
+    ]
+
+
+async def _sweep(s: Services) -> None:
+    """Re-queue messages left pending too long: their queue entry was lost with a crashed
+    process or a Redis outage. A timer is the only signal such a loss leaves."""
+    interval = s.settings.gateway.sweep_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            keys = await s.pipeline.pending_keys(older_than=timedelta(seconds=interval))
+        except Exception:
+            log.exception("could not look for stranded messages; next sweep in %ss", interval)
+            continue
+        for key in keys:
+            await s.pipeline.enqueue(key)

@@ -1,0 +1,215 @@
+"""The ``frontdesk`` command (DESIGN §3). The only place that exits the process.
+
+Exit codes: 0 done; 1 failed; 2 unusable input (a bad config, a bad argument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import logs
+from gateway import settings as settings_module
+from gateway.errors import ConfigError, FrontdeskError
+from gateway.settings import Settings
+
+log = logging.getLogger("frontdesk")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frontdesk", description=__doc__)
+    parser.add_argument("--config", help="workspace YAML (default: $FRONTDESK_CONFIG or demo)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+
+    check = commands.add_parser("check-config", help="validate a workspace YAML")
+    check.add_argument("path")
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply migrations up to the newest")
+
+    member_cmd = commands.add_parser("members", help="manage members")
+    member_commands = member_cmd.add_subparsers(dest="members_command", required=True)
+    add = member_commands.add_parser("add", help="add a member")
+    add.add_argument("email")
+    add.add_argument("--kind", choices=["team", "contact"], required=True)
+    add.add_argument("--role", required=True)
+    add.add_argument("--name")
+    add.add_argument("--phone")
+
+    token = commands.add_parser("token", help="API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="print a new API token for a member")
+    create.add_argument("email")
+    create.add_argument("--name", default="cli")
+
+    chat = commands.add_parser("chat", help="talk to an agent in the terminal")
+    chat.add_argument("agent")
+    return parser
+
+
+def _load(path: str | None) -> Settings:
+    return settings_module.load(path)
+
+
+def _print_config_errors(path: str, error: ConfigError) -> None:
+    print(f"{path}: {error.message}", file=sys.stderr)
+    for detail in error.details:
+        print(f"  {detail}", file=sys.stderr)
+
+
+def check_config(path: str) -> int:
+    try:
+        loaded = settings_module.load(path)
+    except ConfigError as exc:
+        _print_config_errors(path, exc)
+        return 2
+    print(
+        f"{path}: ok — workspace '{loaded.workspace.name}', "
+        f"channels: {', '.join(loaded.channels) or 'none'}, "
+        f"agents: {', '.join(a.name for a in loaded.agents) or 'none'}"
+    )
+    return 0
+
+
+async def serve(config: Settings, host: str, port: int) -> None:
+    from gateway.app import create_app
+    from store.migrate import upgrade
+
+    await upgrade(config.storage.database_url)
+    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0]
+    print(f"frontdesk listening on http://{bound[0]}:{bound[1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+async def _with_session(config: Settings, work: Callable[..., Awaitable[int]]) -> int:
+    from store.engine import create_engine, session_factory
+    from store.migrate import upgrade
+
+    await upgrade(config.storage.database_url)
+    engine = create_engine(config.storage.database_url)
+    try:
+        async with session_factory(engine).begin() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+async def members_add(config: Settings, args: argparse.Namespace) -> int:
+    from people import members
+
+    async def work(session: object) -> int:
+        new = members.NewMember(
+            kind=args.kind, role=args.role, email=args.email, phone=args.phone, name=args.name
+        )
+        member = await members.add(
+            session,  # type: ignore[arg-type]
+            new,
+            config.workspace.default_region,
+            config.all_roles(),
+        )
+        print(f"added member {member.id} ({member.kind}, {member.role}) {member.email}")
+        return 0
+
+    return await _with_session(config, work)
+
+
+async def token_create(config: Settings, args: argparse.Namespace) -> int:
+    from people import credentials, members
+
+    async def work(session: object) -> int:
+        member = await members.by_email(session, args.email)  # type: ignore[arg-type]
+        if member is None:
+            print(f"no member with email {args.email}", file=sys.stderr)
+            return 1
+        token = await credentials.create_token(session, member, args.name)  # type: ignore[arg-type]
+        print(f"token for {member.email} (member {member.id}): {token}")
+        return 0
+
+    return await _with_session(config, work)
+
+
+async def chat(config: Settings, agent: str) -> int:
+    from agents.base import TurnInput, Utterance
+    from agents.runtime import Runtime
+
+    runtime = Runtime(config.agents, config.workspace.name)
+    runtime.agent(agent)
+    history: list[Utterance] = []
+    print(f"Talking to {agent} ({config.workspace.name}). Ctrl-D to leave.")
+    while True:
+        try:
+            text = await asyncio.to_thread(input, "you> ")
+        except EOFError:
+            print()
+            return 0
+        result = await runtime.run_turn(
+            agent, TurnInput(text=text, channel="webchat", history=tuple(history))
+        )
+        history.append(Utterance("member", text))
+        for reply in result.replies:
+            print(f"{agent}> {reply}")
+            history.append(Utterance("agent", reply))
+        if result.escalation:
+            print(f"  [handoff requested: {result.escalation.reason}]")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check-config":
+        return check_config(args.path)
+    config = _load(args.config)
+    if args.command == "serve":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(config, args.host, args.port))
+        return 0
+    if args.command == "db":
+        from store.migrate import upgrade_sync
+
+        upgrade_sync(config.storage.database_url)
+        print("database is at the newest migration")
+        return 0
+    if args.command == "members":
+        return asyncio.run(members_add(config, args))
+    if args.command == "token":
+        return asyncio.run(token_create(config, args))
+    return asyncio.run(chat(config, args.agent))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure()
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        _print_config_errors(str(args.config or Path("config/frontdesk.yaml")), exc)
+        return 2
+    except FrontdeskError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

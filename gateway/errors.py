@@ -1,0 +1,100 @@
+"""The error tree every package raises from.
+
+One root, a few branches; where a builtin means the same thing it is a base too, so
+callers that only know the builtin still catch it. The HTTP middleware in
+``gateway.http`` maps each branch to one status and the JSON error shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorDetail:
+    """One problem inside a larger error: where (a dotted path or a field) and why."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class FrontdeskError(Exception):
+    """Root of every error frontdesk raises on purpose."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, details: list[ErrorDetail] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class ConfigError(FrontdeskError, ValueError):
+    """The settings are unusable; ``details`` names the YAML path of each problem."""
+
+    code = "config_error"
+
+
+class SignatureInvalid(FrontdeskError, PermissionError):
+    """A webhook's signature or shared secret did not verify."""
+
+    code = "signature_invalid"
+    status = 403
+
+
+class ValidationFailed(FrontdeskError, ValueError):
+    """The input is well-formed enough to read but not acceptable."""
+
+    code = "bad_request"
+    status = 400
+
+
+class PayloadTooLarge(ValidationFailed):
+    """The input is over a configured size limit."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class PermissionDenied(FrontdeskError, PermissionError):
+    """The acting member's role does not allow this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class Unauthenticated(FrontdeskError):
+    """No credentials, or credentials that do not identify anyone."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class NotFound(FrontdeskError, LookupError):
+    """No such resource, or one the caller may not see (the two look the same)."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(FrontdeskError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class DeliveryFailed(FrontdeskError):
+    """A channel could not deliver; ``retryable`` says whether trying again may help."""
+
+    code = "delivery_failed"
+    status = 502
+
+    def __init__(self, message: str, *, retryable: bool, provider_code: str | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.provider_code = provider_code

@@ -1,0 +1,128 @@
+"""Fan-out and the work queue on Redis, so several gateway processes serve one workspace.
+
+Pub/sub: one subscriber connection per process, one Redis channel per topic; each
+process runs its own local handlers (a web chat reply published by process B is
+written to the socket by process A, which holds it).
+
+Work queue: a Redis list of keys (``LPUSH``/``BRPOP``). A key is leased with
+``SET NX PX`` and a random token, refreshed while held and released only by its holder
+(compare-and-delete in Lua), so a crashed holder's lease simply expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from gateway.bus import Handler, deliver
+
+log = logging.getLogger(__name__)
+
+PREFIX = "frontdesk:"
+QUEUE = PREFIX + "work"
+LEASE_MS = 30_000
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+_REFRESH = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
+
+
+def connect(url: str, max_connections: int = 64) -> redis.Redis:
+    """A client whose pool waits for a free connection instead of failing past its size."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10)
+    return redis.Redis(connection_pool=pool)
+
+
+class RedisPubSub:
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._handlers: dict[str, list[Handler]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def publish(self, topic: str, payload: Mapping[str, Any]) -> None:
+        await self._client.publish(PREFIX + topic, json.dumps(payload))
+
+    async def subscribe(self, topic: str, handler: Handler) -> None:
+        if topic not in self._handlers:
+            await self._pubsub.subscribe(PREFIX + topic)
+        self._handlers.setdefault(topic, []).append(handler)
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name="redis-pubsub-reader")
+
+    async def _read(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except (RedisError, OSError) as exc:
+                log.warning("redis pub/sub connection lost (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            if message is None or message.get("type") != "message":
+                continue
+            topic = message["channel"].decode().removeprefix(PREFIX)
+            await deliver(self._handlers.get(topic, []), json.loads(message["data"]))
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class RedisWorkQueue:
+    def __init__(self, client: redis.Redis, blocking: redis.Redis) -> None:
+        self._client = client
+        self._blocking = blocking  # BRPOP holds its connection; keep it off the shared pool
+
+    async def push(self, key: str) -> None:
+        await self._client.lpush(QUEUE, key)
+
+    async def pop(self) -> str:
+        while True:
+            item = await self._blocking.brpop([QUEUE], timeout=5)
+            if item is not None:
+                value = item[1]
+                return value.decode() if isinstance(value, bytes) else str(value)
+
+    @contextlib.asynccontextmanager
+    async def claim(self, key: str) -> AsyncIterator[bool]:
+        lock, token = f"{PREFIX}lease:{key}", secrets.token_hex(16)
+        if not await self._client.set(lock, token, nx=True, px=LEASE_MS):
+            yield False
+            return
+        refresher = asyncio.create_task(self._refresh(lock, token), name=f"lease:{key}")
+        try:
+            yield True
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            with contextlib.suppress(RedisError, OSError):
+                await self._client.eval(_RELEASE, 1, lock, token)
+
+    async def _refresh(self, lock: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(LEASE_MS / 3000)
+            try:
+                await self._client.eval(_REFRESH, 1, lock, token, LEASE_MS)
+            except (RedisError, OSError) as exc:
+                log.warning("could not refresh lease %s: %s", lock, exc)
+
+    async def close(self) -> None:
+        await self._blocking.aclose()

@@ -1,0 +1,1 @@
+"""People: members and identities, roles and permissions, credentials."""

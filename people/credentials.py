@@ -1,0 +1,44 @@
+"""API tokens: random, shown once, stored as a SHA-256 hash.
+
+Tokens carry 256 bits of randomness, so a fast hash is the right tool (a slow password
+hash adds latency to every request and no security); passwords use argon2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.models import ApiToken, Member
+
+TOKEN_PREFIX = "fd_"  # noqa: S105 - a marker that makes tokens recognisable, not a secret
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+async def create_token(session: AsyncSession, member: Member, name: str) -> str:
+    """A new token for ``member``; the caller commits. The token is not stored in clear."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(member_id=member.id, name=name, token_hash=hash_token(token)))
+    await session.flush()
+    return token
+
+
+async def authenticate(session: AsyncSession, token: str) -> Member | None:
+    """The member a live token belongs to, or None."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    row = await session.execute(
+        select(Member)
+        .join(ApiToken, ApiToken.member_id == Member.id)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+    )
+    member = row.scalar_one_or_none()
+    if member is None or member.archived or member.merged_into is not None:
+        return None
+    return member

@@ -1,0 +1,129 @@
+"""Members and their identities: finding who wrote, creating who is new.
+
+``resolve`` is how every inbound message finds its member: by identity, following
+merges, or by creating an anonymous member that owns the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.errors import Conflict, ValidationFailed
+from people.identities import normalise
+from store.models import Identity, Label, Member
+
+KINDS = ("team", "contact", "anonymous")
+MAX_MERGE_CHAIN = 32
+
+
+@dataclass(frozen=True)
+class NewMember:
+    """What ``add`` needs; addresses are normalised there."""
+
+    kind: str
+    role: str
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+
+
+async def follow_merges(session: AsyncSession, member: Member) -> Member:
+    """The member ``member`` was merged into (transitively), or ``member`` itself."""
+    for _ in range(MAX_MERGE_CHAIN):
+        if member.merged_into is None:
+            return member
+        parent = await session.get(Member, member.merged_into)
+        if parent is None:
+            return member
+        member = parent
+    return member
+
+
+async def by_identity(session: AsyncSession, kind: str, address: str) -> Member | None:
+    """The (post-merge) member owning identity ``kind``/``address``, if any."""
+    member = (
+        await session.execute(
+            select(Member)
+            .join(Identity, Identity.member_id == Member.id)
+            .where(Identity.kind == kind, Identity.address == address)
+        )
+    ).scalar_one_or_none()
+    return None if member is None else await follow_merges(session, member)
+
+
+async def resolve(
+    session: AsyncSession, kind: str, address: str, *, seen_at: datetime | None = None
+) -> Member:
+    """The member owning this (already normalised) identity; new ones are anonymous contacts.
+
+    Safe under concurrency: when two transactions create the same identity at once, the
+    loser rolls back to its savepoint and finds the winner's member.
+    """
+    member = await by_identity(session, kind, address)
+    if member is None:
+        try:
+            async with session.begin_nested():
+                member = Member(kind="anonymous", role="contact", data={})
+                if kind == "phone":
+                    member.phone = address
+                elif kind == "email":
+                    member.email = address
+                session.add(member)
+                await session.flush()
+                session.add(Identity(member_id=member.id, kind=kind, address=address))
+                await session.flush()
+        except IntegrityError:
+            member = await by_identity(session, kind, address)
+            if member is None:
+                raise
+    if seen_at is not None:
+        member.last_active_at = seen_at
+    return member
+
+
+async def add(session: AsyncSession, new: NewMember, region: str, roles: Iterable[str]) -> Member:
+    """Create a team member or contact with its email/phone identities; the caller commits."""
+    if new.kind not in KINDS:
+        raise ValidationFailed(f"unknown kind '{new.kind}' (valid: {', '.join(KINDS)})")
+    known_roles = sorted(roles)
+    if new.role not in known_roles:
+        raise ValidationFailed(f"unknown role '{new.role}' (valid: {', '.join(known_roles)})")
+    if not new.email and not new.phone:
+        raise ValidationFailed("a member needs an email or a phone")
+    email = normalise("email", new.email, region) if new.email else None
+    phone = normalise("phone", new.phone, region) if new.phone else None
+    for kind, address in (("email", email), ("phone", phone)):
+        if address and await by_identity(session, kind, address) is not None:
+            raise Conflict(f"{kind} {address} already belongs to a member")
+    member = Member(kind=new.kind, role=new.role, name=new.name, email=email, phone=phone, data={})
+    session.add(member)
+    await session.flush()
+    for kind, address in (("email", email), ("phone", phone)):
+        if address:
+            session.add(Identity(member_id=member.id, kind=kind, address=address))
+    await session.flush()
+    return member
+
+
+async def by_email(session: AsyncSession, email: str) -> Member | None:
+    return await by_identity(session, "email", normalise("email", email, "US"))
+
+
+async def identities(session: AsyncSession, member_id: int) -> list[Identity]:
+    rows = await session.execute(
+        select(Identity).where(Identity.member_id == member_id).order_by(Identity.id)
+    )
+    return list(rows.scalars())
+
+
+async def labels(session: AsyncSession, member_id: int) -> list[str]:
+    rows = await session.execute(
+        select(Label.label).where(Label.member_id == member_id).order_by(Label.label)
+    )
+    return list(rows.scalars())

@@ -1,0 +1,141 @@
+"""The outbox: every reply is a row here before it is sent.
+
+A row is claimed with a lease (so two processes never send it at once, and a crashed
+sender's row is picked up when its lease runs out), then marked sent, rescheduled or
+failed. ``key`` is unique: re-running the turn that produced a reply inserts nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select, type_coerce, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.engine import insert
+from store.models import Message, Outbox, UtcDateTime
+
+
+@dataclass(frozen=True)
+class Due:
+    """A claimed delivery, detached from the session."""
+
+    id: int
+    key: str
+    message_id: int | None
+    channel: str
+    inbox: str
+    to_address: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+async def enqueue(session: AsyncSession, row: Outbox) -> bool:
+    """Add ``row`` unless its key is already there; True when it was added."""
+    values = {c.key: getattr(row, c.key) for c in Outbox.__table__.columns if c.key != "id"}
+    values = {k: v for k, v in values.items() if v is not None}
+    stmt = (
+        insert(session, Outbox)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(Outbox.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def claim_due(
+    session: AsyncSession, now: datetime, lease: timedelta, limit: int
+) -> list[Due]:
+    """Lease up to ``limit`` due rows; the caller commits. Rows others hold are skipped."""
+    due = (
+        select(Outbox.id)
+        .where(
+            Outbox.status == "pending",
+            Outbox.next_attempt_at <= now,
+            or_(Outbox.lease_until.is_(None), Outbox.lease_until < now),
+        )
+        .order_by(Outbox.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(Outbox)
+        .where(
+            Outbox.id.in_(due.scalar_subquery()),
+            Outbox.status == "pending",
+            or_(Outbox.lease_until.is_(None), Outbox.lease_until < now),
+        )
+        .values(lease_until=now + lease, attempts=Outbox.attempts + 1)
+        .returning(
+            Outbox.id,
+            Outbox.key,
+            Outbox.message_id,
+            Outbox.channel,
+            Outbox.inbox,
+            Outbox.to_address,
+            Outbox.payload,
+            Outbox.attempts,
+        )
+    )
+    rows = (await session.execute(stmt)).all()
+    return sorted((Due(*row) for row in rows), key=lambda d: d.id)
+
+
+async def mark_sent(
+    session: AsyncSession, due: Due, now: datetime, provider_id: str | None, status: str
+) -> None:
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.id == due.id)
+        .values(status="sent", sent_at=now, lease_until=None, last_error=None)
+    )
+    if due.message_id is not None:
+        await session.execute(
+            update(Message)
+            .where(Message.id == due.message_id, Message.status == "pending")
+            .values(status=status, provider_id=provider_id)
+        )
+
+
+async def reschedule(session: AsyncSession, due: Due, at: datetime, error: str) -> None:
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.id == due.id)
+        .values(next_attempt_at=at, lease_until=None, last_error=error)
+    )
+
+
+async def mark_failed(session: AsyncSession, due: Due, error: str) -> None:
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.id == due.id)
+        .values(status="failed", lease_until=None, last_error=error)
+    )
+    if due.message_id is not None:
+        await session.execute(
+            update(Message).where(Message.id == due.message_id).values(status="failed", error=error)
+        )
+
+
+async def next_due_at(session: AsyncSession) -> datetime | None:
+    """When the earliest pending row can next be claimed (due, and its lease run out)."""
+    claimable = case(
+        (
+            and_(Outbox.lease_until.is_not(None), Outbox.lease_until > Outbox.next_attempt_at),
+            Outbox.lease_until,
+        ),
+        else_=Outbox.next_attempt_at,
+    )
+    row = await session.execute(
+        select(func.min(type_coerce(claimable, UtcDateTime))).where(Outbox.status == "pending")
+    )
+    value: datetime | None = row.scalar_one()
+    return value
+
+
+async def pending_count(session: AsyncSession) -> int:
+    return int(
+        (await session.execute(select(func.count()).where(Outbox.status == "pending"))).scalar_one()
+    )

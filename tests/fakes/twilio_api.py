@@ -1,0 +1,105 @@
+"""A fake Twilio REST API on 127.0.0.1 that speaks the wire format our client uses.
+
+It checks HTTP Basic auth like Twilio, records every ``Messages.json`` create, and can be
+told to fail the next requests (a 5xx, a Twilio 4xx with its error code, or a hang).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class SentSms:
+    to: str
+    from_: str
+    body: str
+    status_callback: str | None
+    sid: str
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str
+    auth_token: str
+    sent: list[SentSms] = field(default_factory=list)
+    requests: int = 0
+    script: list[Any] = field(default_factory=list)  # int status, ("error", status, code), "hang"
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
+        return app
+
+    def _authorised(self, request: web.Request) -> bool:
+        expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        return request.headers.get("Authorization") == f"Basic {expected}"
+
+    async def _create(self, request: web.Request) -> web.Response:
+        async with self._changed:
+            self.requests += 1
+            self._changed.notify_all()
+        if not self._authorised(request) or request.match_info["sid"] != self.account_sid:
+            return _error(401, 20003, "Authenticate")
+        step = self.script.pop(0) if self.script else None
+        if step == "hang":
+            await asyncio.sleep(3600)
+        if isinstance(step, int):
+            return _error(step, 20500, "Internal Server Error")
+        if isinstance(step, tuple):
+            return _error(step[1], step[2], "The 'To' number is not a valid phone number.")
+        form = await request.post()
+        sms = SentSms(
+            to=str(form["To"]),
+            from_=str(form["From"]),
+            body=str(form["Body"]),
+            status_callback=str(form["StatusCallback"]) if "StatusCallback" in form else None,
+            sid="SM" + secrets.token_hex(16),
+        )
+        async with self._changed:
+            self.sent.append(sms)
+            self._changed.notify_all()
+        return web.json_response(
+            {
+                "sid": sms.sid,
+                "account_sid": self.account_sid,
+                "to": sms.to,
+                "from": sms.from_,
+                "body": sms.body,
+                "status": "queued",
+                "num_segments": "1",
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+                "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sms.sid}.json",
+            },
+            status=201,
+        )
+
+    async def wait_sent(self, count: int, timeout: float = 10.0) -> list[SentSms]:
+        """Wait until ``count`` messages were taken; return them."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.sent) >= count), timeout)
+        return list(self.sent)
+
+    async def wait_requests(self, count: int, timeout: float = 10.0) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.requests >= count), timeout)
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response(
+        {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+        status=status,
+    )

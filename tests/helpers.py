@@ -1,0 +1,120 @@
+"""Helpers for driving a running gateway the way providers and visitors do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import ClientResponse, ClientWebSocketResponse
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import func, select
+from twilio.request_validator import RequestValidator
+
+from agents.runtime import Runtime
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.state import STATE, Services
+from tests.fakes.twilio_api import FakeTwilio
+
+PUBLIC_URL = "https://frontdesk.example.com"
+ACCOUNT_SID = "AC" + "1" * 32
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+SMS_NUMBER = "+14155550100"
+CUSTOMER = "+14155551234"
+
+
+def sms_form(
+    body: str, from_: str = CUSTOMER, sid: str | None = None, **extra: str
+) -> dict[str, str]:
+    return {
+        "MessageSid": sid or "SM" + secrets.token_hex(16),
+        "AccountSid": ACCOUNT_SID,
+        "From": from_,
+        "To": SMS_NUMBER,
+        "Body": body,
+        "NumMedia": "0",
+        **extra,
+    }
+
+
+def twilio_signature(path: str, form: dict[str, str], token: str = AUTH_TOKEN) -> str:
+    return str(RequestValidator(token).compute_signature(PUBLIC_URL + path, form))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until ``check()`` holds (for state with no event to wait on: rows in the store)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+class Gateway:
+    """A running app behind aiohttp's test client, with the fake Twilio it talks to."""
+
+    def __init__(
+        self, client: TestClient[Any, Any], settings: Settings, twilio: FakeTwilio
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.twilio = twilio
+
+    @classmethod
+    @asynccontextmanager
+    async def running(
+        cls, settings: Settings, twilio: FakeTwilio, runtime: Runtime | None = None
+    ) -> AsyncIterator[Gateway]:
+        app = create_app(settings, runtime=runtime)
+        client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
+        await client.start_server()
+        try:
+            yield cls(client, settings, twilio)
+        finally:
+            await client.close()
+
+    @property
+    def services(self) -> Services:
+        return self.client.app[STATE].services  # type: ignore[index]
+
+    async def post_form(
+        self, path: str, form: dict[str, str], signature: str | None = None
+    ) -> ClientResponse:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        headers["X-Twilio-Signature"] = (
+            twilio_signature(path, form) if signature is None else signature
+        )
+        return await self.client.post(path, data=urlencode(form), headers=headers)
+
+    async def sms(self, body: str, from_: str = CUSTOMER, sid: str | None = None) -> ClientResponse:
+        return await self.post_form("/channels/twilio/sms", sms_form(body, from_, sid))
+
+    async def count(self, model: Any, *where: Any) -> int:
+        async with self.services.sessions() as session:
+            stmt = select(func.count()).select_from(model)
+            if where:
+                stmt = stmt.where(*where)
+            return int((await session.execute(stmt)).scalar_one())
+
+    async def all(self, stmt: Any) -> list[Any]:
+        async with self.services.sessions() as session:
+            return list((await session.execute(stmt)).scalars())
+
+    async def chat(self) -> ClientWebSocketResponse:
+        return await self.client.ws_connect("/webchat/ws")
+
+
+async def receive(ws: ClientWebSocketResponse, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The next frame of type ``kind`` (frames of other types before it are skipped)."""
+    while True:
+        msg = await ws.receive(timeout=timeout)
+        if msg.type.name != "TEXT":
+            raise AssertionError(f"socket ended: {msg.type.name} {msg.data!r}")
+        frame: dict[str, Any] = json.loads(msg.data)
+        if frame["type"] == kind:
+            return frame
