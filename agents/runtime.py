@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from agents.base import EscalationRequest, Model, TurnInput, TurnResult
 from agents.embedded import EmbeddedModel
@@ -24,9 +25,16 @@ HOLDING_REPLY = (
 class Runtime:
     """Runs turns for the workspace's agents, by name."""
 
-    def __init__(self, agents: tuple[AgentSettings, ...], workspace: str) -> None:
+    def __init__(
+        self,
+        agents: tuple[AgentSettings, ...],
+        workspace: str,
+        models: Mapping[str, Model] | None = None,
+    ) -> None:
+        """``models`` replaces the model of the agents it names (fault injection in tests)."""
         self._agents = {a.name: a for a in agents}
         self._models: dict[str, Model] = {a.name: EmbeddedModel(a, workspace) for a in agents}
+        self._models.update(models or {})
 
     def agent(self, name: str) -> AgentSettings:
         try:

@@ -9,6 +9,7 @@ HTTP client on the app's shared session; the outbox retries, so the client never
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
@@ -75,7 +76,7 @@ class SmsChannel:
         self.settings = settings
         self._context = context
         self._validator = RequestValidator(settings.auth_token.get_secret_value())
-        http = AsyncTwilioHttpClient(pool_connections=False, timeout=settings.timeout_seconds)
+        http = AsyncTwilioHttpClient(pool_connections=False)
         http.session = context.http  # one shared session; its lifetime is the app's
         self._client = Client(
             settings.account_sid, settings.auth_token.get_secret_value(), http_client=http
@@ -149,12 +150,14 @@ class SmsChannel:
             self._context.public_url.rstrip("/") + STATUS_PATH if self._context.public_url else None
         )
         try:
-            created = await self._client.messages.create_async(
-                to=message.to,
-                from_=message.inbox,
-                body=message.text,
-                **({"status_callback": callback} if callback else {}),
-            )
+            # AsyncTwilioHttpClient stores its timeout but never applies it: bound it here.
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                created = await self._client.messages.create_async(
+                    to=message.to,
+                    from_=message.inbox,
+                    body=message.text,
+                    **({"status_callback": callback} if callback else {}),
+                )
         except TwilioRestException as exc:
             retryable = exc.status >= 500 or exc.status == 429
             raise DeliveryFailed(

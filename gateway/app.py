@@ -9,6 +9,7 @@ web chat socket in ``gateway.webchat_socket``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -84,12 +85,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings, engine, sessions, session, client, pubsub, queue, opened, runtime,
         pipeline, deliverer, supervisor, metrics, sockets,
     )  # fmt: skip
-    loops = await _start_workers(state.services) if settings.gateway.workers > 0 else []
+    stop = asyncio.Event()
+    loops = await _start_workers(state.services, stop) if settings.gateway.workers > 0 else []
     try:
         yield
     finally:
-        for task in loops:
-            task.cancel()
+        # Loops stop between transactions; only the dispatcher (waiting on the queue) is
+        # cancelled outright.
+        stop.set()
+        deliverer.stop()
+        if loops:
+            loops[0].cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         await supervisor.drain(SHUTDOWN_GRACE_SECONDS)
         await sockets.close_all()
@@ -104,7 +110,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         state.running = None
 
 
-async def _start_workers(s: Services) -> list[asyncio.Task[None]]:
+async def _start_workers(s: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     """Resume what a crash left behind, then run the dispatcher, deliverer and sweeper."""
     for key in await s.pipeline.pending_keys():
         await s.pipeline.enqueue(key)
@@ -114,16 +120,18 @@ async def _start_workers(s: Services) -> list[asyncio.Task[None]]:
     return [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(s.deliverer.run(), name="deliverer"),
-        asyncio.create_task(_sweep(s), name="sweeper"),
+        asyncio.create_task(_sweep(s, stop), name="sweeper"),
     ]
 
 
-async def _sweep(s: Services) -> None:
+async def _sweep(s: Services, stop: asyncio.Event) -> None:
     """Re-queue messages left pending too long: their queue entry was lost with a crashed
     process or a Redis outage. A timer is the only signal such a loss leaves."""
     interval = s.settings.gateway.sweep_seconds
-    while True:
-        await asyncio.sleep(interval)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+            return
         try:
             keys = await s.pipeline.pending_keys(older_than=timedelta(seconds=interval))
         except Exception:

@@ -45,13 +45,20 @@ class Deliverer:
         self._metrics = metrics
         self._supervisor = supervisor
         self._wake = asyncio.Event()
+        self._stopping = False
         self._slots = asyncio.Semaphore(max(settings.workers, 1))
 
     def wake(self) -> None:
         self._wake.set()
 
+    def stop(self) -> None:
+        """Finish the current pass and return from ``run`` (cancelling mid-transaction would
+        strand a SQLite write lock)."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 claimed = await self._claim()
@@ -60,8 +67,11 @@ class Deliverer:
                 claimed = []
             for due in claimed:
                 await self._slots.acquire()
+                if self._stopping:  # leased but not sent: the lease runs out, then it is resent
+                    self._slots.release()
+                    break
                 self._supervisor.spawn(self._send_one(due), name=f"deliver:{due.key}")
-            if len(claimed) == BATCH:
+            if len(claimed) == BATCH or self._stopping:
                 continue
             idle = await self._idle_seconds()
             with contextlib.suppress(TimeoutError):

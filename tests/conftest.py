@@ -11,17 +11,15 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestServer
 
-from gateway.settings import Settings, from_mapping
 from store.migrate import upgrade_sync
 from tests.fakes.twilio_api import FakeTwilio
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, SMS_NUMBER, Gateway
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Gateway, make_settings
 
 REQUIRE_SERVICES = os.environ.get("FRONTDESK_REQUIRE_SERVICES") == "1"
 POSTGRES_ADMIN = os.environ.get(
@@ -122,63 +120,6 @@ async def redis_url() -> AsyncIterator[str]:
     yield REDIS_URL
     await client.flushdb()
     await client.aclose()
-
-
-def make_settings(
-    database_url: str,
-    *,
-    twilio_base: str = "http://127.0.0.1:9",
-    redis_url: str | None = None,
-    workers: int = 4,
-    **overrides: Any,
-) -> Settings:
-    """A test workspace: one SMS number, web chat, the receptionist agent."""
-    gateway = {
-        "workers": workers,
-        "outbox_backoff_seconds": 0.05,
-        "sweep_seconds": 0.5,
-        **overrides.pop("gateway", {}),
-    }
-    raw: dict[str, Any] = {
-        "workspace": {
-            "name": "Example Dental",
-            "public_url": PUBLIC_URL,
-            "default_region": "US",
-            "timezone": "America/New_York",
-        },
-        "storage": {"database_url": database_url, "redis_url": redis_url},
-        "gateway": gateway,
-        "channels": {
-            "sms": {
-                "account_sid": ACCOUNT_SID,
-                "auth_token": AUTH_TOKEN,
-                "numbers": [SMS_NUMBER],
-                "agent": "receptionist",
-                "api_base_url": twilio_base,
-                "timeout_seconds": 1.0,
-            },
-            "webchat": {"agent": "receptionist"},
-        },
-        "agents": [
-            {
-                "name": "receptionist",
-                "bio": "You are the friendly front desk of Example Dental.",
-                "knowledge": [
-                    {
-                        "q": "What are your opening hours?",
-                        "a": "We are open 8am to 6pm, Monday to Friday.",
-                    },
-                    {"q": "Where are you located?", "a": "12 Main Street, Springfield."},
-                    {
-                        "q": "Do you accept insurance?",
-                        "a": "We accept most dental insurance plans.",
-                    },
-                ],
-            }
-        ],
-        **overrides,
-    }
-    return from_mapping(raw, env={})
 
 
 @pytest.fixture

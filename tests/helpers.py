@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 
 from agents.runtime import Runtime
 from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.settings import Settings, from_mapping
 from gateway.state import STATE, Services
 from tests.fakes.twilio_api import FakeTwilio
 
@@ -44,6 +44,68 @@ def sms_form(
 
 def twilio_signature(path: str, form: dict[str, str], token: str = AUTH_TOKEN) -> str:
     return str(RequestValidator(token).compute_signature(PUBLIC_URL + path, form))
+
+
+def make_settings(database_url: str, **options: Any) -> Settings:
+    """A test workspace: one SMS number, web chat, the receptionist agent."""
+    return from_mapping(make_config(database_url, **options), env={})
+
+
+def make_config(
+    database_url: str,
+    *,
+    twilio_base: str = "http://127.0.0.1:9",
+    redis_url: str | None = None,
+    workers: int = 4,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The raw YAML document of ``make_settings`` (to write to a file for the CLI)."""
+    gateway = {
+        "workers": workers,
+        "outbox_backoff_seconds": 0.05,
+        "sweep_seconds": 0.5,
+        **overrides.pop("gateway", {}),
+    }
+    raw: dict[str, Any] = {
+        "workspace": {
+            "name": "Example Dental",
+            "public_url": PUBLIC_URL,
+            "default_region": "US",
+            "timezone": "America/New_York",
+        },
+        "storage": {"database_url": database_url, "redis_url": redis_url},
+        "gateway": gateway,
+        "channels": {
+            "sms": {
+                "account_sid": ACCOUNT_SID,
+                "auth_token": AUTH_TOKEN,
+                "numbers": [SMS_NUMBER],
+                "agent": "receptionist",
+                "api_base_url": twilio_base,
+                "timeout_seconds": 1.0,
+            },
+            "webchat": {"agent": "receptionist"},
+        },
+        "agents": [
+            {
+                "name": "receptionist",
+                "bio": "You are the friendly front desk of Example Dental.",
+                "knowledge": [
+                    {
+                        "q": "What are your opening hours?",
+                        "a": "We are open 8am to 6pm, Monday to Friday.",
+                    },
+                    {"q": "Where are you located?", "a": "12 Main Street, Springfield."},
+                    {
+                        "q": "Do you accept insurance?",
+                        "a": "We accept most dental insurance plans.",
+                    },
+                ],
+            }
+        ],
+        **overrides,
+    }
+    return raw
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
