@@ -41,7 +41,7 @@ _REFRESH = (
 def connect(url: str, max_connections: int = 64) -> redis.Redis:
     """A client whose pool waits for a free connection instead of failing past its size."""
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10)
-    return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 class RedisPubSub:

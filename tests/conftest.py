@@ -19,9 +19,8 @@ from aiohttp.test_utils import TestServer
 
 from store.migrate import upgrade_sync
 from tests.fakes.twilio_api import FakeTwilio
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Gateway, make_settings
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Gateway, make_settings, unavailable
 
-REQUIRE_SERVICES = os.environ.get("FRONTDESK_REQUIRE_SERVICES") == "1"
 POSTGRES_ADMIN = os.environ.get(
     "FRONTDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -31,13 +30,6 @@ TABLES = (
     "handoffs, outbox, messages, inbound, conversations, api_tokens, member_labels, "
     "identities, members"
 )
-
-
-def unavailable(what: str, why: object) -> None:
-    message = f"{what} is not reachable ({why})"
-    if REQUIRE_SERVICES:
-        pytest.fail(message + "; FRONTDESK_REQUIRE_SERVICES=1 requires it")
-    pytest.skip(message)
 
 
 @pytest.fixture(autouse=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from aiohttp import ClientResponse, ClientWebSocketResponse
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
@@ -21,11 +23,19 @@ from gateway.settings import Settings, from_mapping
 from gateway.state import STATE, Services
 from tests.fakes.twilio_api import FakeTwilio
 
+REQUIRE_SERVICES = os.environ.get("FRONTDESK_REQUIRE_SERVICES") == "1"
 PUBLIC_URL = "https://frontdesk.example.com"
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 SMS_NUMBER = "+14155550100"
 CUSTOMER = "+14155551234"
+
+
+def unavailable(what: str, why: object) -> None:
+    message = f"{what} is not reachable ({why})"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + "; FRONTDESK_REQUIRE_SERVICES=1 requires it")
+    pytest.skip(message)
 
 
 def sms_form(
