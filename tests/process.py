@@ -27,14 +27,18 @@ class ServeProcess:
 
     @classmethod
     async def start(cls, config: dict[str, Any], path: Path) -> ServeProcess:
+        """``frontdesk serve`` with ``config`` written to ``path``."""
         path.write_text(yaml.safe_dump(config))
+        argv = [sys.executable, "-m", "gateway", "--config", str(path), "serve", "--port", "0"]
+        return await cls.start_command(argv, path)
+
+    @classmethod
+    async def start_command(cls, argv: list[str], path: Path) -> ServeProcess:
+        """Any command that prints ``frontdesk listening on URL`` once it serves."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "TWILIO_"))}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "--config", str(path), "serve", "--port", "0",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )  # fmt: skip
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+        )
         server = cls(proc)
         try:
             await asyncio.wait_for(server._ready.wait(), timeout=30)
