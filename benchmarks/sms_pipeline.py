@@ -37,9 +37,10 @@ from tests.helpers import (
 from tests.process import ServeProcess
 
 PATH = "/channels/twilio/sms"
+Request = tuple[str, dict[str, str]]
 
 
-def _requests(count: int) -> list[tuple[str, dict[str, str]]]:
+def _requests(count: int) -> list[Request]:
     out = []
     for i in range(count):
         form = sms_form("What are your opening hours?", from_=f"+1415{2000000 + i:07d}")
@@ -55,7 +56,7 @@ async def _fire(
     url: str, requests: list[tuple[str, dict[str, str]]], concurrency: int
 ) -> tuple[float, list[float]]:
     latencies: list[float] = []
-    queue: asyncio.Queue[tuple[str, dict[str, str]]] = asyncio.Queue()
+    queue: asyncio.Queue[Request] = asyncio.Queue()
     for item in requests:
         queue.put_nowait(item)
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -117,7 +118,8 @@ async def main(messages: int, concurrency: int) -> None:
         f"   p99 {_pct(bare_latencies, 99):6.1f} ms"
     )
     print(
-        f"gateway hooks: {messages / webhook_seconds:8.0f} req/s   p50 {_pct(latencies, 50):6.1f} ms"
+        f"gateway hooks: {messages / webhook_seconds:8.0f} req/s"
+        f"   p50 {_pct(latencies, 50):6.1f} ms"
         f"   p99 {_pct(latencies, 99):6.1f} ms"
     )
     print(f"end to end:    {e2e_rate:8.0f} msg/s (webhook -> agent -> outbox -> Twilio fake)")
