@@ -30,7 +30,8 @@ from gateway.pipeline import Pipeline
 from gateway.settings import Settings
 from gateway.sockets import WebChatSockets
 from gateway.state import STATE, AppState, Services
-from gateway.supervisor import Dispatcher, Supervisor
+from gateway.processor import Processor
+from gateway.supervisor import Supervisor
 from store.engine import create_engine, session_factory
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     sessions = session_factory(engine)
     deliverer = Deliverer(sessions, opened, settings.gateway, metrics, supervisor)
     runtime = state.runtime or Runtime(settings.agents, settings.workspace.name)
-    pipeline = Pipeline(sessions, queue, runtime, settings, metrics, deliverer.wake)
+    pipeline = Pipeline(sessions, queue, settings, metrics, deliverer.wake)
     sockets = WebChatSockets()
     await pubsub.subscribe(webchat.TOPIC, sockets.deliver)
     state.running = Services(
@@ -90,7 +91,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        # Loops stop between transactions; only the dispatcher (waiting on the queue) is
+        # Loops stop between transactions; only the processor (waiting on the queue) is
         # cancelled outright.
         stop.set()
         deliverer.stop()
@@ -98,6 +99,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             loops[0].cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         await supervisor.drain(SHUTDOWN_GRACE_SECONDS)
+        await pipeline.close()
+        await deliverer.close()
         await sockets.close_all()
         for channel in opened.values():
             await channel.close()
@@ -111,14 +114,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _start_workers(s: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    """Resume what a crash left behind, then run the dispatcher, deliverer and sweeper."""
+    """Resume what a crash left behind, then run the processor, deliverer and sweeper."""
     for key in await s.pipeline.pending_keys():
         await s.pipeline.enqueue(key)
-    dispatcher = Dispatcher(
-        s.queue, s.supervisor, s.pipeline.work, s.pipeline.has_work, s.settings.gateway.workers
+    processor = Processor(
+        s.queue, s.pipeline, s.runtime, s.supervisor, s.metrics, s.settings.gateway.workers
     )
     return [
-        asyncio.create_task(dispatcher.run(), name="dispatcher"),
+        asyncio.create_task(processor.run(), name="processor"),
         asyncio.create_task(s.deliverer.run(), name="deliverer"),
         asyncio.create_task(_sweep(s, stop), name="sweeper"),
     ]

@@ -7,9 +7,8 @@ to the same small Protocols, so the rest of the gateway does not know which it h
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -32,18 +31,22 @@ class PubSub(Protocol):
 
 
 class WorkQueue(Protocol):
-    """Keys of work to do, and a lease so one key is worked on by one worker at a time."""
+    """Keys with work to do, and leases so one worker at a time works on a key."""
 
     async def push(self, key: str) -> None:
         """Note that ``key`` has work. Pushing a key twice is harmless."""
         ...
 
-    async def pop(self) -> str:
-        """The next key with work; waits for one."""
+    async def pop_many(self, limit: int) -> list[str]:
+        """Wait for a key with work; return it and up to ``limit - 1`` more, distinct."""
         ...
 
-    def claim(self, key: str) -> contextlib.AbstractAsyncContextManager[bool]:
-        """Hold ``key`` exclusively while inside; yields False when someone else holds it."""
+    async def claim(self, keys: list[str]) -> list[str]:
+        """Lease the keys nobody holds; return those now held by the caller."""
+        ...
+
+    async def release(self, keys: list[str]) -> None:
+        """Give up leases taken with ``claim``."""
         ...
 
     async def close(self) -> None: ...
@@ -80,19 +83,19 @@ class MemoryWorkQueue:
     async def push(self, key: str) -> None:
         self._queue.put_nowait(key)
 
-    async def pop(self) -> str:
-        return await self._queue.get()
+    async def pop_many(self, limit: int) -> list[str]:
+        keys = {await self._queue.get(): None}
+        while len(keys) < limit and not self._queue.empty():
+            keys[self._queue.get_nowait()] = None
+        return list(keys)
 
-    @contextlib.asynccontextmanager
-    async def claim(self, key: str) -> AsyncIterator[bool]:
-        if key in self._held:
-            yield False
-            return
-        self._held.add(key)
-        try:
-            yield True
-        finally:
-            self._held.discard(key)
+    async def claim(self, keys: list[str]) -> list[str]:
+        free = [k for k in dict.fromkeys(keys) if k not in self._held]
+        self._held.update(free)
+        return free
+
+    async def release(self, keys: list[str]) -> None:
+        self._held.difference_update(keys)
 
     def depth(self) -> int:
         return self._queue.qsize()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.base import Author, Utterance
@@ -93,3 +96,130 @@ async def messages(session: AsyncSession, conversation_id: int, limit: int) -> l
         .limit(limit)
     )
     return list(reversed(rows.scalars().all()))
+
+
+ConversationKey = tuple[int, str, str]  # (member id, channel, inbox)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The open conversation for a key, as the pipeline needs it."""
+
+    id: int
+    status: str
+    agent: str | None
+
+
+async def open_many(
+    session: AsyncSession, wanted: Mapping[ConversationKey, str]
+) -> dict[ConversationKey, Opened]:
+    """``open_for`` for many keys (key -> agent for new ones) in two statements."""
+    member_ids = {key[0] for key in wanted}
+    rows = await session.execute(
+        select(
+            Conversation.id,
+            Conversation.member_id,
+            Conversation.channel,
+            Conversation.inbox,
+            Conversation.status,
+            Conversation.agent,
+        )
+        .where(Conversation.member_id.in_(member_ids), Conversation.status != "closed")
+        .order_by(Conversation.id)
+    )
+    found: dict[ConversationKey, Opened] = {}
+    for cid, member_id, channel, inbox, status, agent in rows:
+        if (member_id, channel, inbox) in wanted:
+            found[(member_id, channel, inbox)] = Opened(cid, status, agent)  # newest wins
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        now = utcnow()
+        ids = (
+            await session.execute(
+                insert(Conversation.__table__).returning(
+                    Conversation.__table__.c.id, sort_by_parameter_order=True
+                ),
+                [
+                    {
+                        "member_id": m,
+                        "channel": c,
+                        "inbox": i,
+                        "status": "bot",
+                        "agent": wanted[(m, c, i)],
+                        "data": {},
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for m, c, i in missing
+                ],
+            )
+        ).scalars()
+        for key, cid in zip(missing, ids, strict=True):
+            found[key] = Opened(cid, "bot", wanted[key])
+    return found
+
+
+async def record_many(
+    session: AsyncSession, items: Sequence[tuple[int, Inbound]]
+) -> dict[int, int]:
+    """``record_inbound`` for many (conversation id, inbound) pairs: inbound id -> message id."""
+    inbound_ids = [inbound.id for _, inbound in items]
+    found = await session.execute(
+        select(Message.inbound_id, Message.id).where(Message.inbound_id.in_(inbound_ids))
+    )
+    existing: dict[int | None, int] = {inbound_id: mid for inbound_id, mid in found}
+    new = [(cid, inbound) for cid, inbound in items if inbound.id not in existing]
+    if new:
+        ids = (
+            await session.execute(
+                insert(Message.__table__).returning(
+                    Message.__table__.c.id, sort_by_parameter_order=True
+                ),
+                [
+                    {
+                        "conversation_id": cid,
+                        "inbound_id": inbound.id,
+                        "direction": "in",
+                        "author": "member",
+                        "text": inbound.text,
+                        "status": "received",
+                        "provider_id": inbound.external_id,
+                        "created_at": inbound.received_at,
+                    }
+                    for cid, inbound in new
+                ],
+            )
+        ).scalars()
+        existing.update(zip([inbound.id for _, inbound in new], ids, strict=True))
+    return {k: v for k, v in existing.items() if k is not None}
+
+
+async def histories(
+    session: AsyncSession, before: Mapping[int, int], limit: int
+) -> dict[int, tuple[Utterance, ...]]:
+    """For each conversation id -> message id, up to ``limit`` earlier messages, oldest first."""
+    if limit == 0 or not before:
+        return dict.fromkeys(before, ())
+    numbered = (
+        select(
+            Message.conversation_id,
+            Message.id,
+            Message.author,
+            Message.text,
+            func.row_number()
+            .over(partition_by=Message.conversation_id, order_by=Message.id.desc())
+            .label("n"),
+        )
+        .where(Message.conversation_id.in_(list(before)))
+        .subquery()
+    )
+    rows = await session.execute(
+        select(numbered.c.conversation_id, numbered.c.id, numbered.c.author, numbered.c.text)
+        .where(numbered.c.n <= limit + 1)
+        .order_by(numbered.c.conversation_id, numbered.c.id)
+    )
+    out: dict[int, list[Utterance]] = {cid: [] for cid in before}
+    for cid, mid, author, text in rows:
+        if mid < before[cid]:
+            out[cid].append(Utterance(author=_author(author), text=text))
+    return {cid: tuple(items[-limit:]) for cid, items in out.items()}

@@ -1,9 +1,10 @@
 """The deliverer: sends what the outbox holds, at least once, and records it once.
 
-It wakes when a turn has written replies (``wake``), when a retry falls due, and every
-``sweep_seconds`` to pick up rows whose sender's lease ran out (a crashed process).
-Failures the provider calls permanent (a 4xx such as an invalid number) fail the row
-at once; others back off exponentially with jitter up to ``outbox_max_attempts``.
+It wakes when a turn has written replies (``wake``), when a retry it scheduled falls
+due, and every ``sweep_seconds`` to pick up rows whose sender's lease ran out (a crashed
+process) or that another process scheduled. Outcomes are recorded in batches. Failures
+the provider calls permanent (a 4xx such as an invalid number) fail the row at once;
+others back off exponentially with jitter, up to ``outbox_max_attempts``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels.base import Channel, OutboundMessage
+from gateway.batcher import Batcher
 from gateway.errors import DeliveryFailed
 from gateway.metrics import Metrics
 from gateway.settings import GatewaySettings
@@ -28,6 +31,12 @@ from store.models import utcnow
 log = logging.getLogger(__name__)
 
 BATCH = 50
+
+
+@dataclass(frozen=True)
+class _Failure:
+    due: outbox.Due
+    error: DeliveryFailed
 
 
 class Deliverer:
@@ -47,6 +56,8 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._slots = asyncio.Semaphore(max(settings.workers, 1))
+        self._next_retry: datetime | None = None
+        self._record = Batcher(self._record_many, 256, "delivered")
 
     def wake(self) -> None:
         self._wake.set()
@@ -58,6 +69,7 @@ class Deliverer:
         self._wake.set()
 
     async def run(self) -> None:
+        await self._recall_next_due()
         while not self._stopping:
             self._wake.clear()
             try:
@@ -73,34 +85,37 @@ class Deliverer:
                 self._supervisor.spawn(self._send_one(due), name=f"deliver:{due.key}")
             if len(claimed) == BATCH or self._stopping:
                 continue
-            idle = await self._idle_seconds()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=idle)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._idle_seconds())
+
+    async def _recall_next_due(self) -> None:
+        """Retries scheduled before a restart are due at times only the store knows."""
+        try:
+            async with self._sessions() as session:
+                self._next_retry = await outbox.next_due_at(session)
+        except Exception:
+            log.exception("could not read the outbox's next due time")
+
+    def _idle_seconds(self) -> float:
+        idle = self._settings.sweep_seconds
+        if self._next_retry is not None:
+            idle = min(idle, max((self._next_retry - utcnow()).total_seconds(), 0.0))
+            if idle <= 0:
+                self._next_retry = None
+        return max(idle, 0.001)
 
     async def _claim(self) -> list[outbox.Due]:
         lease = timedelta(seconds=self._settings.outbox_lease_seconds)
         async with self._sessions.begin() as session:
             return await outbox.claim_due(session, utcnow(), lease, BATCH)
 
-    async def _idle_seconds(self) -> float:
-        try:
-            async with self._sessions() as session:
-                due = await outbox.next_due_at(session)
-        except Exception:
-            log.exception("could not read the outbox's next due time")
-            return self._settings.sweep_seconds
-        if due is None:
-            return self._settings.sweep_seconds
-        return min(max((due - utcnow()).total_seconds(), 0.01), self._settings.sweep_seconds)
-
     async def _send_one(self, due: outbox.Due) -> None:
         try:
-            await self._deliver(due)
+            await self._record.submit(await self._deliver(due))
         finally:
             self._slots.release()
 
-    async def _deliver(self, due: outbox.Due) -> None:
-        channel = self._channels.get(due.channel)
+    async def _deliver(self, due: outbox.Due) -> outbox.Sent | _Failure:
         message = OutboundMessage(
             channel=due.channel,
             inbox=due.inbox,
@@ -111,29 +126,41 @@ class Deliverer:
             author=str(due.payload.get("author", "agent")),
             author_name=str(due.payload.get("name", "")),
         )
+        channel = self._channels.get(due.channel)
         try:
             if channel is None:
                 raise DeliveryFailed(f"channel '{due.channel}' is not configured", retryable=False)
             delivery = await channel.send(message)
         except DeliveryFailed as exc:
-            await self._failed(due, exc)
-            return
-        async with self._sessions.begin() as session:
-            await outbox.mark_sent(session, due, utcnow(), delivery.provider_id, delivery.status)
-        self._metrics.replies.labels(due.channel).inc()
+            return _Failure(due, exc)
+        return outbox.Sent(due, delivery.provider_id, delivery.status)
 
-    async def _failed(self, due: outbox.Due, exc: DeliveryFailed) -> None:
+    async def _record_many(self, outcomes: Sequence[outbox.Sent | _Failure]) -> list[None]:
+        sent = [o for o in outcomes if isinstance(o, outbox.Sent)]
+        now = utcnow()
         async with self._sessions.begin() as session:
-            if exc.retryable and due.attempts < self._settings.outbox_max_attempts:
-                delay = self._settings.outbox_backoff_seconds * 2 ** (due.attempts - 1)
-                delay *= random.uniform(0.8, 1.2)
-                log.warning("delivery %s failed (%s); retry in %.1fs", due.key, exc.message, delay)
-                await outbox.reschedule(
-                    session, due, utcnow() + timedelta(seconds=delay), exc.message
-                )
-                self._metrics.failures.labels("delivery_retry").inc()
-            else:
-                log.error("delivery %s failed for good: %s", due.key, exc.message)
-                await outbox.mark_failed(session, due, exc.message)
-                self._metrics.failures.labels("delivery").inc()
-        self.wake()
+            await outbox.mark_sent(session, sent, now)
+            for failure in (o for o in outcomes if isinstance(o, _Failure)):
+                await self._failed(session, failure.due, failure.error, now)
+        for done in sent:
+            self._metrics.replies.labels(done.due.channel).inc()
+        return [None] * len(outcomes)
+
+    async def _failed(
+        self, session: AsyncSession, due: outbox.Due, exc: DeliveryFailed, now: datetime
+    ) -> None:
+        if exc.retryable and due.attempts < self._settings.outbox_max_attempts:
+            delay = self._settings.outbox_backoff_seconds * 2 ** (due.attempts - 1)
+            at = now + timedelta(seconds=delay * random.uniform(0.8, 1.2))
+            log.warning("delivery %s failed (%s); retry at %s", due.key, exc.message, at)
+            await outbox.reschedule(session, due, at, exc.message)
+            self._next_retry = at if self._next_retry is None else min(self._next_retry, at)
+            self._metrics.failures.labels("delivery_retry").inc()
+            self.wake()
+        else:
+            log.error("delivery %s failed for good: %s", due.key, exc.message)
+            await outbox.mark_failed(session, due, exc.message)
+            self._metrics.failures.labels("delivery").inc()
+
+    async def close(self) -> None:
+        await self._record.close()

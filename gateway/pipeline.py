@@ -1,41 +1,45 @@
 """The inbound pipeline (DESIGN §2).
 
-``accept`` is the webhook's whole job: one insert that is both the dedupe receipt and
-the durable work item, committed before the 2xx. Everything else runs later, per
-sender key in order, through the work queue: resolve the member, find the
-conversation, run the agent turn, and write the replies to the outbox in the same
-transaction that marks the message done. A crash anywhere before that commit leaves the
-message pending, and it is processed again; the outbox key makes that re-run send
-nothing twice.
+``accept`` is the webhook's whole job: one row that is both the dedupe receipt and the
+durable work item, committed before the 2xx. Everything else runs later through the
+work queue, one message per sender key at a time, in arrival order: ``prepare`` resolves
+members, opens conversations and records the messages; the agent runs; ``finish`` writes
+the replies to the outbox in the same transaction that marks the message done. A crash
+before that commit leaves the message pending and it is processed again; the outbox key
+makes the re-run send nothing twice.
+
+Every step works on batches (``gateway.batcher``): concurrent webhooks share one
+insert, concurrent turns share one finishing transaction, and a batch of keys is
+prepared with a handful of bulk statements. Under no load a batch is one item.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import TurnInput, TurnResult
-from agents.runtime import Runtime
 from channels.base import InboundMessage
 from escalation import handoffs
 from gateway import conversations
+from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from people import members
 from store import outbox
 from store.engine import insert
-from store.models import Conversation, Inbound, Message, Outbox, utcnow
+from store.models import Conversation, Inbound, Member, Message, Outbox, utcnow
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+MAX_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,12 @@ class Accepted:
     duplicate: bool
 
 
-def queue_key(message: InboundMessage) -> str:
-    """Messages with the same key are processed one at a time, in arrival order."""
-    return f"{message.channel}|{message.inbox}|{message.sender}"
+@dataclass(frozen=True)
+class Turn:
+    """One stored message, ready for its agent turn."""
 
-
-@dataclass
-class _Turn:
     inbound_id: int
+    key: str
     conversation_id: int
     channel: str
     inbox: str
@@ -63,56 +65,71 @@ class _Turn:
     input: TurnInput
 
 
+def queue_key(message: InboundMessage) -> str:
+    """Messages with the same key are processed one at a time, in arrival order."""
+    return f"{message.channel}|{message.inbox}|{message.sender}"
+
+
 class Pipeline:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         queue: WorkQueue,
-        runtime: Runtime,
         settings: Settings,
         metrics: Metrics,
         on_outbox: Callable[[], None],
     ) -> None:
         self._sessions = sessions
         self._queue = queue
-        self._runtime = runtime
         self._settings = settings
         self._metrics = metrics
         self._on_outbox = on_outbox
+        self._accepts = Batcher(self._store, MAX_BATCH, "accept")
+        self._finishes = Batcher(self._finish_many, MAX_BATCH, "finish")
+        self._checks = Batcher(self._pending_among, MAX_BATCH, "pending")
 
     async def accept(self, message: InboundMessage) -> Accepted:
         """Store ``message`` durably unless it is a retry; return only after the commit."""
-        key = queue_key(message)
-        async with self._sessions.begin() as session:
-            stmt = (
-                insert(session, Inbound)
-                .values(
-                    channel=message.channel,
-                    external_id=message.external_id,
-                    inbox=message.inbox,
-                    sender_kind=message.sender_kind,
-                    sender=message.sender,
-                    queue_key=key,
-                    text=message.text,
-                    payload={
-                        "raw": dict(message.raw),
-                        "attachments": [vars(a) for a in message.attachments],
-                        "thread_key": message.thread_key,
-                    },
-                    status="pending",
-                    attempts=0,
-                    received_at=message.received_at,
-                )
-                .on_conflict_do_nothing(index_elements=["channel", "external_id"])
-                .returning(Inbound.id)
-            )
-            inbound_id = (await session.execute(stmt)).scalar_one_or_none()
+        inbound_id = await self._accepts.submit(message)
         if inbound_id is None:
             self._metrics.duplicates.labels(message.channel).inc()
             return Accepted(inbound_id=None, duplicate=True)
         self._metrics.inbound.labels(message.channel).inc()
-        await self.enqueue(key)
+        await self.enqueue(queue_key(message))
         return Accepted(inbound_id=inbound_id, duplicate=False)
+
+    async def _store(self, messages: Sequence[InboundMessage]) -> list[int | None]:
+        rows = [
+            {
+                "channel": m.channel,
+                "external_id": m.external_id,
+                "inbox": m.inbox,
+                "sender_kind": m.sender_kind,
+                "sender": m.sender,
+                "queue_key": queue_key(m),
+                "text": m.text,
+                "payload": {
+                    "raw": dict(m.raw),
+                    "attachments": [vars(a) for a in m.attachments],
+                    "thread_key": m.thread_key,
+                },
+                "status": "pending",
+                "attempts": 0,
+                "received_at": m.received_at,
+            }
+            for m in messages
+        ]
+        async with self._sessions.begin() as session:
+            table = Inbound.__table__.c
+            stored = await session.execute(
+                insert(session, Inbound)
+                .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+                .returning(table.id, table.channel, table.external_id),
+                rows,
+            )
+            ids = {(channel, external): i for i, channel, external in stored}
+        # A retry that arrives in the same batch as its original is a duplicate too.
+        return [ids.pop((m.channel, m.external_id), None) for m in messages]
 
     async def enqueue(self, key: str) -> None:
         try:
@@ -122,137 +139,183 @@ class Pipeline:
             log.warning("could not queue %s (%r); the sweeper will pick it up", key, exc)
 
     async def has_work(self, key: str) -> bool:
+        return await self._checks.submit(key)
+
+    async def _pending_among(self, keys: Sequence[str]) -> list[bool]:
         async with self._sessions() as session:
-            stmt = select(exists().where(Inbound.queue_key == key, Inbound.status == "pending"))
-            return bool((await session.execute(stmt)).scalar())
+            rows = await session.execute(
+                select(Inbound.queue_key)
+                .where(Inbound.queue_key.in_(set(keys)), Inbound.status == "pending")
+                .distinct()
+            )
+            pending = set(rows.scalars())
+        return [k in pending for k in keys]
 
-    async def work(self, key: str) -> None:
-        """Process every pending message of ``key``, oldest first."""
-        while True:
-            async with self._sessions() as session:
-                inbound_id = (
-                    await session.execute(
-                        select(Inbound.id)
-                        .where(Inbound.queue_key == key, Inbound.status == "pending")
-                        .order_by(Inbound.id)
-                        .limit(1)
-                    )
-                ).scalar_one_or_none()
-            if inbound_id is None:
-                return
-            try:
-                await self.process(inbound_id)
-            except Exception:
-                self._metrics.failures.labels("turn").inc()
-                if not await self._give_up_after_attempts(inbound_id):
-                    raise
-
-    async def _give_up_after_attempts(self, inbound_id: int) -> bool:
+    async def prepare(self, keys: Sequence[str]) -> list[Turn]:
+        """The oldest pending message of each key, with member, conversation and history."""
         async with self._sessions.begin() as session:
-            inbound = await session.get(Inbound, inbound_id)
-            if inbound is None:
-                return True
-            inbound.attempts += 1
-            if inbound.attempts < MAX_ATTEMPTS:
-                log.warning(
-                    "inbound %s failed (attempt %s); will retry", inbound_id, inbound.attempts
-                )
-                return False
-            inbound.status = "failed"
-            log.error("inbound %s failed %s times; giving up", inbound_id, inbound.attempts)
-            return True
+            rows = await session.execute(
+                select(Inbound)
+                .where(Inbound.queue_key.in_(list(keys)), Inbound.status == "pending")
+                .order_by(Inbound.id)
+            )
+            oldest: dict[str, Inbound] = {}
+            for inbound in rows.scalars():
+                oldest.setdefault(inbound.queue_key, inbound)
+            if not oldest:
+                return []
+            return await self._prepare(session, list(oldest.values()))
 
-    async def process(self, inbound_id: int) -> None:
-        """Run one stored message through member, conversation, agent and outbox."""
-        started = time.perf_counter()
-        turn = await self._prepare(inbound_id)
-        if turn is None:
-            return
-        result: TurnResult | None = None
-        if turn.status in ("bot", "queued"):
-            result = await self._runtime.run_turn(turn.agent, turn.input)
-        await self._finish(turn, result)
-        self._metrics.turn_seconds.observe(time.perf_counter() - started)
+    async def _prepare(self, session: AsyncSession, batch: list[Inbound]) -> list[Turn]:
+        seen_at = max(i.received_at for i in batch)
+        owners = await members.resolve_many(
+            session, [(i.sender_kind, i.sender) for i in batch], seen_at
+        )
+        agent_of = {i.id: self._settings.channel(i.channel).agent_for(i.inbox) for i in batch}
+        keys = {i.id: (owners[(i.sender_kind, i.sender)], i.channel, i.inbox) for i in batch}
+        opened = await conversations.open_many(
+            session, {keys[i.id]: agent_of[i.id] for i in batch}
+        )
+        recorded = await conversations.record_many(
+            session, [(opened[keys[i.id]].id, i) for i in batch]
+        )
+        past = await conversations.histories(
+            session,
+            {opened[keys[i.id]].id: recorded[i.id] for i in batch},
+            self._settings.gateway.history_turns,
+        )
+        named = await session.execute(
+            select(Member.id, Member.name).where(Member.id.in_(set(owners.values())))
+        )
+        names = {member_id: name for member_id, name in named}
+        turns = []
+        for i in batch:
+            conversation = opened[keys[i.id]]
+            turns.append(
+                Turn(
+                    inbound_id=i.id,
+                    key=i.queue_key,
+                    conversation_id=conversation.id,
+                    channel=i.channel,
+                    inbox=i.inbox,
+                    to=i.sender,
+                    agent=conversation.agent or agent_of[i.id],
+                    status=conversation.status,
+                    input=TurnInput(
+                        text=i.text,
+                        channel=i.channel,
+                        member_name=names.get(keys[i.id][0]),
+                        history=past[conversation.id],
+                    ),
+                )
+            )
+        return turns
+
+    async def finish(self, turn: Turn, result: TurnResult | None) -> None:
+        """Mark the message done and put its replies in the outbox, atomically."""
+        await self._finishes.submit((turn, result))
         if result is not None and result.replies:
             self._on_outbox()
 
-    async def _prepare(self, inbound_id: int) -> _Turn | None:
+    async def _finish_many(
+        self, items: Sequence[tuple[Turn, TurnResult | None]]
+    ) -> list[None]:
+        now = utcnow()
         async with self._sessions.begin() as session:
-            inbound = await session.get(Inbound, inbound_id)
-            if inbound is None or inbound.status != "pending":
-                return None
-            member = await members.resolve(
-                session, inbound.sender_kind, inbound.sender, seen_at=inbound.received_at
-            )
-            agent = self._settings.channel(inbound.channel).agent_for(inbound.inbox)
-            conversation = await conversations.open_for(
-                session, member.id, inbound.channel, inbound.inbox, agent
-            )
-            message = await conversations.record_inbound(session, conversation, inbound)
-            history = await conversations.history(
-                session, conversation.id, message.id, self._settings.gateway.history_turns
-            )
-            return _Turn(
-                inbound_id=inbound.id,
-                conversation_id=conversation.id,
-                channel=inbound.channel,
-                inbox=inbound.inbox,
-                to=inbound.sender,
-                agent=conversation.agent or agent,
-                status=conversation.status,
-                input=TurnInput(
-                    text=inbound.text,
-                    channel=inbound.channel,
-                    member_name=member.name,
-                    history=history,
-                ),
-            )
-
-    async def _finish(self, turn: _Turn, result: TurnResult | None) -> None:
-        async with self._sessions.begin() as session:
-            done = await session.execute(
-                update(Inbound)
-                .where(Inbound.id == turn.inbound_id, Inbound.status == "pending")
-                .values(status="done", processed_at=utcnow())
-            )
-            if done.rowcount == 0:  # type: ignore[attr-defined]
-                return  # another worker finished it first (a lease ran out); its replies stand
-            if result is None:
-                return
-            for index, text in enumerate(result.replies):
-                await self._reply(session, turn, f"reply:{turn.inbound_id}:{index}", text)
-            if result.escalation is not None:
-                conversation = await session.get(Conversation, turn.conversation_id)
-                if conversation is not None:
-                    await handoffs.request(
-                        session, conversation, result.escalation.reason, result.escalation.trigger
+            done = set(
+                (
+                    await session.execute(
+                        update(Inbound)
+                        .where(
+                            Inbound.id.in_([turn.inbound_id for turn, _ in items]),
+                            Inbound.status == "pending",
+                        )
+                        .values(status="done", processed_at=now)
+                        .returning(Inbound.id)
                     )
+                ).scalars()
+            )
+            # A message finished elsewhere (its lease ran out) keeps that run's replies.
+            finished = [(t, r) for t, r in items if t.inbound_id in done and r is not None]
+            await self._write_replies(session, finished)
+            for turn, result in finished:
+                if result is not None and result.escalation is not None:
+                    conversation = await session.get(Conversation, turn.conversation_id)
+                    if conversation is not None:
+                        await handoffs.request(
+                            session,
+                            conversation,
+                            result.escalation.reason,
+                            result.escalation.trigger,
+                        )
+        return [None] * len(items)
 
-    async def _reply(self, session: AsyncSession, turn: _Turn, key: str, text: str) -> None:
-        message = Message(
-            conversation_id=turn.conversation_id,
-            direction="out",
-            author="agent",
-            author_name=turn.agent,
-            text=text,
-            status="pending",
-        )
-        session.add(message)
-        await session.flush()
-        await outbox.enqueue(
+    async def _write_replies(
+        self, session: AsyncSession, finished: list[tuple[Turn, TurnResult | None]]
+    ) -> None:
+        replies = [
+            (turn, index, text)
+            for turn, result in finished
+            if result is not None
+            for index, text in enumerate(result.replies)
+        ]
+        if not replies:
+            return
+        now = utcnow()
+        ids = (
+            await session.execute(
+                insert(session, Message).returning(
+                    Message.__table__.c.id, sort_by_parameter_order=True
+                ),
+                [
+                    {
+                        "conversation_id": turn.conversation_id,
+                        "direction": "out",
+                        "author": "agent",
+                        "author_name": turn.agent,
+                        "text": text,
+                        "status": "pending",
+                        "created_at": now,
+                    }
+                    for turn, _, text in replies
+                ],
+            )
+        ).scalars()
+        await outbox.enqueue_many(
             session,
-            Outbox(
-                key=key,
-                message_id=message.id,
-                channel=turn.channel,
-                inbox=turn.inbox,
-                to_address=turn.to,
-                payload={"text": text, "author": "agent", "name": turn.agent},
-                status="pending",
-                attempts=0,
-                next_attempt_at=utcnow(),
-            ),
+            [
+                Outbox(
+                    key=f"reply:{turn.inbound_id}:{index}",
+                    message_id=message_id,
+                    channel=turn.channel,
+                    inbox=turn.inbox,
+                    to_address=turn.to,
+                    payload={"text": text, "author": "agent", "name": turn.agent},
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+                for (turn, index, text), message_id in zip(replies, ids, strict=True)
+            ],
         )
+
+    async def note_failure(self, keys: Sequence[str]) -> None:
+        """Count a failed attempt on each key's oldest pending message; give up at the cap."""
+        async with self._sessions.begin() as session:
+            rows = await session.execute(
+                select(Inbound)
+                .where(Inbound.queue_key.in_(list(keys)), Inbound.status == "pending")
+                .order_by(Inbound.id)
+            )
+            oldest: dict[str, Inbound] = {}
+            for inbound in rows.scalars():
+                oldest.setdefault(inbound.queue_key, inbound)
+            for inbound in oldest.values():
+                inbound.attempts += 1
+                if inbound.attempts >= MAX_ATTEMPTS:
+                    inbound.status = "failed"
+                    log.error("inbound %s failed %s times; giving up", inbound.id, inbound.attempts)
 
     async def pending_keys(self, older_than: timedelta | None = None) -> list[str]:
         """Keys with unprocessed messages (received before ``now - older_than``)."""
@@ -261,3 +324,8 @@ class Pipeline:
             stmt = stmt.where(Inbound.received_at < utcnow() - older_than)
         async with self._sessions() as session:
             return list((await session.execute(stmt)).scalars())
+
+    async def close(self) -> None:
+        for batcher in (self._accepts, self._finishes, self._checks):
+            await batcher.close()
+

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as redis
@@ -89,40 +89,67 @@ class RedisWorkQueue:
     def __init__(self, client: redis.Redis, blocking: redis.Redis) -> None:
         self._client = client
         self._blocking = blocking  # BRPOP holds its connection; keep it off the shared pool
+        self._held: dict[str, str] = {}  # key -> our lease token
+        self._refresher: asyncio.Task[None] | None = None
 
     async def push(self, key: str) -> None:
         await self._client.lpush(QUEUE, key)
 
-    async def pop(self) -> str:
+    async def pop_many(self, limit: int) -> list[str]:
         while True:
             item = await self._blocking.brpop([QUEUE], timeout=5)
             if item is not None:
-                value = item[1]
-                return value.decode() if isinstance(value, bytes) else str(value)
+                break
+        keys = {_text(item[1]): None}
+        if limit > 1:
+            more = await self._client.rpop(QUEUE, limit - 1) or []
+            keys.update((_text(k), None) for k in more)
+        return list(keys)
 
-    @contextlib.asynccontextmanager
-    async def claim(self, key: str) -> AsyncIterator[bool]:
-        lock, token = f"{PREFIX}lease:{key}", secrets.token_hex(16)
-        if not await self._client.set(lock, token, nx=True, px=LEASE_MS):
-            yield False
+    async def claim(self, keys: list[str]) -> list[str]:
+        wanted = list(dict.fromkeys(keys))
+        tokens = [secrets.token_hex(16) for _ in wanted]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, token in zip(wanted, tokens, strict=True):
+                pipe.set(PREFIX + "lease:" + key, token, nx=True, px=LEASE_MS)
+            results = await pipe.execute()
+        claimed = [k for k, ok in zip(wanted, results, strict=True) if ok]
+        self._held.update((k, t) for k, t, ok in zip(wanted, tokens, results, strict=True) if ok)
+        if self._held and (self._refresher is None or self._refresher.done()):
+            self._refresher = asyncio.create_task(self._refresh(), name="lease-refresher")
+        return claimed
+
+    async def release(self, keys: list[str]) -> None:
+        held = [(k, self._held.pop(k)) for k in keys if k in self._held]
+        if not held:
             return
-        refresher = asyncio.create_task(self._refresh(lock, token), name=f"lease:{key}")
         try:
-            yield True
-        finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
-            with contextlib.suppress(RedisError, OSError):
-                await self._client.eval(_RELEASE, 1, lock, token)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, token in held:
+                    pipe.eval(_RELEASE, 1, PREFIX + "lease:" + key, token)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not release %s leases (%s); they expire by themselves", len(held), exc)
 
-    async def _refresh(self, lock: str, token: str) -> None:
-        while True:
+    async def _refresh(self) -> None:
+        while self._held:
             await asyncio.sleep(LEASE_MS / 3000)
             try:
-                await self._client.eval(_REFRESH, 1, lock, token, LEASE_MS)
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for key, token in list(self._held.items()):
+                        pipe.eval(_REFRESH, 1, PREFIX + "lease:" + key, token, LEASE_MS)
+                    await pipe.execute()
             except (RedisError, OSError) as exc:
-                log.warning("could not refresh lease %s: %s", lock, exc)
+                log.warning("could not refresh leases: %s", exc)
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self.release(list(self._held))
         await self._blocking.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

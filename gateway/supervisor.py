@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
-
-from gateway.bus import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -44,47 +42,3 @@ class Supervisor:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
-
-
-class Dispatcher:
-    """Takes keys off the work queue and runs each key's work, one worker per key.
-
-    At most ``limit`` keys are worked on at once. A key held elsewhere is skipped: its
-    holder checks for new work after letting go (``has_work``) and re-queues it, so a
-    message stored while its key was busy is never stranded.
-    """
-
-    def __init__(
-        self,
-        queue: WorkQueue,
-        supervisor: Supervisor,
-        work: Callable[[str], Awaitable[None]],
-        has_work: Callable[[str], Awaitable[bool]],
-        limit: int,
-    ) -> None:
-        self._queue = queue
-        self._supervisor = supervisor
-        self._work = work
-        self._has_work = has_work
-        self._slots = asyncio.Semaphore(limit)
-
-    async def run(self) -> None:
-        while True:
-            await self._slots.acquire()
-            try:
-                key = await self._queue.pop()
-            except BaseException:
-                self._slots.release()
-                raise
-            self._supervisor.spawn(self._one(key), name=f"work:{key}")
-
-    async def _one(self, key: str) -> None:
-        claimed = False
-        try:
-            async with self._queue.claim(key) as claimed:
-                if claimed:
-                    await self._work(key)
-        finally:
-            self._slots.release()
-        if claimed and await self._has_work(key):
-            await self._queue.push(key)

@@ -6,17 +6,18 @@ merges, or by creating an anonymous member that owns the identity.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, ValidationFailed
 from people.identities import normalise
-from store.models import Identity, Label, Member
+from store.engine import insert as dialect_insert
+from store.models import Identity, Label, Member, utcnow
 
 KINDS = ("team", "contact", "anonymous")
 MAX_MERGE_CHAIN = 32
@@ -85,6 +86,89 @@ async def resolve(
     if seen_at is not None:
         member.last_active_at = seen_at
     return member
+
+
+Address = tuple[str, str]  # (kind, normalised address)
+
+
+async def owners(session: AsyncSession, addresses: Sequence[Address]) -> dict[Address, int]:
+    """The (post-merge) member id owning each address that has one; one query."""
+    if not addresses:
+        return {}
+    rows = await session.execute(
+        select(Identity.kind, Identity.address, Member.id, Member.merged_into)
+        .join(Member, Member.id == Identity.member_id)
+        .where(tuple_(Identity.kind, Identity.address).in_(list(addresses)))
+    )
+    found: dict[Address, int] = {}
+    for kind, address, member_id, merged_into in rows:
+        if merged_into is not None:
+            member = await session.get(Member, member_id)
+            member_id = (await follow_merges(session, member)).id if member else member_id
+        found[(kind, address)] = member_id
+    return found
+
+
+async def resolve_many(
+    session: AsyncSession, addresses: Sequence[Address], seen_at: datetime
+) -> dict[Address, int]:
+    """``resolve`` for many addresses in a few bulk statements; returns member ids.
+
+    Unknown addresses become anonymous members. When another transaction creates the
+    same identity first, its member wins and the one made here is removed.
+    """
+    wanted = list(dict.fromkeys(addresses))
+    found = await owners(session, wanted)
+    missing = [a for a in wanted if a not in found]
+    if missing:
+        created = (
+            await session.execute(
+                insert(Member.__table__).returning(
+                    Member.__table__.c.id, sort_by_parameter_order=True
+                ),
+                [_anonymous(kind, address) for kind, address in missing],
+            )
+        ).scalars().all()
+        columns = Identity.__table__.c
+        claimed = await session.execute(
+            dialect_insert(session, Identity)
+            .on_conflict_do_nothing(index_elements=["kind", "address"])
+            .returning(columns.kind, columns.address, columns.member_id),
+            [
+                {"member_id": m, "kind": k, "address": a, "created_at": seen_at}
+                for (k, a), m in zip(missing, created, strict=True)
+            ],
+        )
+        mine = {(k, a): m for k, a, m in claimed}
+        found.update(mine)
+        orphans = [m for a, m in zip(missing, created, strict=True) if a not in mine]
+        if orphans:
+            await session.execute(delete(Member).where(Member.id.in_(orphans)))
+            found.update(await owners(session, [a for a in missing if a not in mine]))
+    if found:
+        members = Member.__table__
+        await session.execute(
+            update(members)
+            .where(members.c.id == bindparam("member"))
+            .values(last_active_at=bindparam("seen")),
+            [{"member": member_id, "seen": seen_at} for member_id in set(found.values())],
+        )
+    return found
+
+
+def _anonymous(kind: str, address: str) -> dict[str, object]:
+    return {
+        "kind": "anonymous",
+        "role": "contact",
+        "data": {},
+        "phone": address if kind == "phone" else None,
+        "email": address if kind == "email" else None,
+        "notify_sms": True,
+        "notify_email": True,
+        "notify_voice": True,
+        "archived": False,
+        "created_at": utcnow(),
+    }
 
 
 async def add(session: AsyncSession, new: NewMember, region: str, roles: Iterable[str]) -> Member:

@@ -69,8 +69,9 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def insert(session: AsyncSession, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT with ``on_conflict_do_*`` for the session's back end (SQLite or PostgreSQL)."""
+def insert(session: AsyncSession, model: type[Any]) -> postgresql.Insert | sqlite.Insert:
+    """A Core INSERT into ``model``'s table, with ``on_conflict_do_*`` for the session's
+    back end. Core rather than ORM: run with a list of rows it is one cached executemany."""
     if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+        return postgresql.insert(model.__table__)
+    return sqlite.insert(model.__table__)

@@ -7,11 +7,12 @@ failed. ``key`` is unique: re-running the turn that produced a reply inserts not
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, type_coerce, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.engine import insert
@@ -43,6 +44,17 @@ async def enqueue(session: AsyncSession, row: Outbox) -> bool:
         .returning(Outbox.id)
     )
     return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def enqueue_many(session: AsyncSession, rows: Sequence[Outbox]) -> None:
+    """Add every row whose key is not there yet, in one statement."""
+    if not rows:
+        return
+    columns = [c.key for c in Outbox.__table__.columns if c.key != "id"]
+    values = [{c: getattr(row, c) for c in columns} for row in rows]
+    await session.execute(
+        insert(session, Outbox).on_conflict_do_nothing(index_elements=["key"]), values
+    )
 
 
 async def claim_due(
@@ -83,19 +95,35 @@ async def claim_due(
     return sorted((Due(*row) for row in rows), key=lambda d: d.id)
 
 
-async def mark_sent(
-    session: AsyncSession, due: Due, now: datetime, provider_id: str | None, status: str
-) -> None:
+@dataclass(frozen=True)
+class Sent:
+    """A delivery the provider took."""
+
+    due: Due
+    provider_id: str | None
+    status: str
+
+
+async def mark_sent(session: AsyncSession, sent: Sequence[Sent], now: datetime) -> None:
+    """Record many successful deliveries in two statements."""
+    if not sent:
+        return
     await session.execute(
         update(Outbox)
-        .where(Outbox.id == due.id)
+        .where(Outbox.id.in_([s.due.id for s in sent]))
         .values(status="sent", sent_at=now, lease_until=None, last_error=None)
     )
-    if due.message_id is not None:
+    messages = [s for s in sent if s.due.message_id is not None]
+    if messages:
+        table = Message.__table__  # Core, not ORM: an executemany UPDATE keyed by bind params
         await session.execute(
-            update(Message)
-            .where(Message.id == due.message_id, Message.status == "pending")
-            .values(status=status, provider_id=provider_id)
+            update(table)
+            .where(table.c.id == bindparam("mid"), table.c.status == "pending")
+            .values(status=bindparam("new_status"), provider_id=bindparam("pid")),
+            [
+                {"mid": s.due.message_id, "new_status": s.status, "pid": s.provider_id}
+                for s in messages
+            ],
         )
 
 

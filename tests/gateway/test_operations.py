@@ -9,9 +9,16 @@ from sqlalchemy import select
 
 from agents.base import TurnInput, TurnResult
 from agents.runtime import HOLDING_REPLY, Runtime
-from store.models import Handoff, Message
+from store.models import Handoff, Message, Outbox
 from tests.fakes.twilio_api import FakeTwilio
-from tests.helpers import AUTH_TOKEN, Gateway, make_settings, sms_form, twilio_signature
+from tests.helpers import (
+    AUTH_TOKEN,
+    Gateway,
+    eventually,
+    make_settings,
+    sms_form,
+    twilio_signature,
+)
 
 
 async def test_health_and_readiness(gateway: Gateway) -> None:
@@ -36,6 +43,7 @@ async def test_readiness_checks_redis_when_configured(
 async def test_metrics_count_inbound_replies_rejections_and_turns(gateway: Gateway) -> None:
     await gateway.sms("opening hours?")
     await gateway.twilio.wait_sent(1)
+    await eventually(lambda: _sent(gateway))
     await gateway.post_form("/channels/twilio/sms", sms_form("x"), signature="bad")
 
     response = await gateway.client.get("/metrics")
@@ -47,6 +55,10 @@ async def test_metrics_count_inbound_replies_rejections_and_turns(gateway: Gatew
     assert 'frontdesk_inbound_rejected_total{channel="sms",reason="signature_invalid"} 1.0' in text
     assert "frontdesk_turn_seconds_count 1.0" in text
     assert "frontdesk_outbox_pending 0.0" in text
+
+
+async def _sent(gateway: Gateway) -> bool:
+    return await gateway.count(Outbox, Outbox.status == "sent") == 1
 
 
 async def test_request_id_is_echoed_or_made_up(gateway: Gateway) -> None:

@@ -33,13 +33,20 @@ async def test_a_payload_published_by_one_process_reaches_anothers_handler(redis
 
 async def test_work_queue_hands_out_keys_and_a_key_has_one_holder(redis_url: str) -> None:
     client, blocking = connect(redis_url), connect(redis_url)
-    queue = RedisWorkQueue(client, blocking)
-    await queue.push("sms|+1|+2")
+    here, there = RedisWorkQueue(client, blocking), RedisWorkQueue(client, connect(redis_url))
+    for key in ("sms|+1|+2", "sms|+1|+3", "sms|+1|+2"):
+        await here.push(key)
 
-    key = await asyncio.wait_for(queue.pop(), 5)
-    async with queue.claim(key) as first, queue.claim(key) as second:
-        assert (first, second) == (True, False)
-    async with queue.claim(key) as after_release:
-        assert after_release is True
-    await queue.close()
+    keys = await asyncio.wait_for(here.pop_many(10), 5)
+    first = await here.claim(keys)
+    second = await there.claim(keys)
+    await here.release(["sms|+1|+2"])
+    after_release = await there.claim(keys)
+
+    assert sorted(keys) == ["sms|+1|+2", "sms|+1|+3"]
+    assert sorted(first) == sorted(keys)
+    assert second == []
+    assert after_release == ["sms|+1|+2"]
+    await here.close()
+    await there.close()
     await client.aclose()

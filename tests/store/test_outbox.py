@@ -60,7 +60,7 @@ async def test_sent_and_failed_rows_are_never_handed_out_again(database_url: str
             await outbox.enqueue(session, _row("failed"))
         async with sessions.begin() as session:
             sent, failed = await outbox.claim_due(session, utcnow(), timedelta(seconds=1), 10)
-            await outbox.mark_sent(session, sent, utcnow(), "SM1", "queued")
+            await outbox.mark_sent(session, [outbox.Sent(sent, "SM1", "queued")], utcnow())
             await outbox.mark_failed(session, failed, "21211 invalid number")
         later = utcnow() + timedelta(hours=1)
         async with sessions.begin() as session:

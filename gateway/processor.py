@@ -1,0 +1,100 @@
+"""The processor: takes keys off the work queue and runs their agent turns.
+
+Up to ``workers`` turns run at once, at most one per key (a key's lease is held from
+``prepare`` until its reply is in the outbox), so one sender's messages are answered in
+order. Keys are prepared in batches. After letting a key go, the processor looks for
+more work on it and re-queues it: a message stored while its key was held elsewhere
+(and whose queue entry was therefore dropped) is never stranded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from agents.runtime import Runtime
+from gateway.bus import WorkQueue
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline, Turn
+from gateway.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+BATCH = 64
+
+
+class Processor:
+    def __init__(
+        self,
+        queue: WorkQueue,
+        pipeline: Pipeline,
+        runtime: Runtime,
+        supervisor: Supervisor,
+        metrics: Metrics,
+        workers: int,
+    ) -> None:
+        self._queue = queue
+        self._pipeline = pipeline
+        self._runtime = runtime
+        self._supervisor = supervisor
+        self._metrics = metrics
+        self._workers = workers
+        self._busy = 0
+        self._free = asyncio.Condition()
+
+    async def run(self) -> None:
+        while True:
+            async with self._free:
+                await self._free.wait_for(lambda: self._busy < self._workers)
+            keys = await self._queue.pop_many(min(self._workers - self._busy, BATCH))
+            claimed = await self._queue.claim(keys)
+            if claimed:
+                await self._start(claimed)
+
+    async def _start(self, keys: list[str]) -> None:
+        try:
+            turns = await self._pipeline.prepare(keys)
+        except Exception:
+            log.exception("could not prepare %s keys", len(keys))
+            self._metrics.failures.labels("prepare").inc()
+            turns = await self._isolate(keys) if len(keys) > 1 else []
+            if len(keys) == 1:
+                await self._pipeline.note_failure(keys)
+        started = {turn.key for turn in turns}
+        await self._queue.release([k for k in keys if k not in started])
+        for turn in turns:
+            self._busy += 1
+            self._supervisor.spawn(self._turn(turn), name=f"turn:{turn.inbound_id}")
+
+    async def _isolate(self, keys: list[str]) -> list[Turn]:
+        """Prepare keys one by one, so one bad message holds up only its own sender."""
+        turns: list[Turn] = []
+        for key in keys:
+            try:
+                turns.extend(await self._pipeline.prepare([key]))
+            except Exception:
+                log.exception("could not prepare %s", key)
+                await self._pipeline.note_failure([key])
+        return turns
+
+    async def _turn(self, turn: Turn) -> None:
+        started = time.perf_counter()
+        try:
+            # A conversation a person has taken gets no agent reply.
+            result = None
+            if turn.status in ("bot", "queued"):
+                result = await self._runtime.run_turn(turn.agent, turn.input)
+            await self._pipeline.finish(turn, result)
+            self._metrics.turn_seconds.observe(time.perf_counter() - started)
+        except Exception:
+            log.exception("turn for inbound %s failed; it stays pending", turn.inbound_id)
+            self._metrics.failures.labels("turn").inc()
+            await self._pipeline.note_failure([turn.key])
+        finally:
+            await self._queue.release([turn.key])
+            async with self._free:
+                self._busy -= 1
+                self._free.notify_all()
+        if await self._pipeline.has_work(turn.key):
+            await self._pipeline.enqueue(turn.key)
