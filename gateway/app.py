@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -27,16 +28,17 @@ from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
 from gateway.delivery import Deliverer
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.processor import Processor
 from gateway.settings import Settings
 from gateway.sockets import WebChatSockets
 from gateway.state import STATE, AppState, Services
-from gateway.processor import Processor
 from gateway.supervisor import Supervisor
-from store.engine import create_engine, session_factory
+from store.engine import checkpoint, create_engine, session_factory, sqlite_path
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+CHECKPOINT_SECONDS = 1.0
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.Application:
@@ -65,7 +67,8 @@ async def _open_bus(settings: Settings) -> tuple[redis.Redis | None, PubSub, Wor
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     settings = state.settings
-    engine = create_engine(settings.storage.database_url, pool_size=settings.storage.pool_size)
+    url = settings.storage.database_url
+    engine = create_engine(url, pool_size=settings.storage.pool_size, manual_checkpoints=True)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     client, pubsub, queue = await _open_bus(settings)
     context = ChannelContext(
@@ -77,9 +80,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     opened = {name: channels.load(name)(cfg, context) for name, cfg in settings.channels.items()}
     supervisor, metrics = Supervisor(), Metrics()
     sessions = session_factory(engine)
-    deliverer = Deliverer(sessions, opened, settings.gateway, metrics, supervisor)
     runtime = state.runtime or Runtime(settings.agents, settings.workspace.name)
-    pipeline = Pipeline(sessions, queue, settings, metrics, deliverer.wake)
+    pipeline = Pipeline(sessions, queue, settings, metrics, lambda: deliverer.wake())
+    deliverer = Deliverer(
+        sessions, opened, settings.gateway, metrics, supervisor, pipeline.defer_to_accepts
+    )
     sockets = WebChatSockets()
     await pubsub.subscribe(webchat.TOPIC, sockets.deliver)
     state.running = Services(
@@ -124,7 +129,24 @@ async def _start_workers(s: Services, stop: asyncio.Event) -> list[asyncio.Task[
         asyncio.create_task(processor.run(), name="processor"),
         asyncio.create_task(s.deliverer.run(), name="deliverer"),
         asyncio.create_task(_sweep(s, stop), name="sweeper"),
+        *_checkpoints(s, stop),
     ]
+
+
+def _checkpoints(s: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    path = sqlite_path(s.settings.storage.database_url)
+    return [] if path is None else [asyncio.create_task(_checkpoint(path, stop), name="wal")]
+
+
+async def _checkpoint(path: str, stop: asyncio.Event) -> None:
+    """SQLite's WAL is checkpointed here, off the request path (see ``create_engine``)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=CHECKPOINT_SECONDS)
+        try:
+            await checkpoint(path)
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint failed: %s", exc)
 
 
 async def _sweep(s: Services, stop: asyncio.Event) -> None:

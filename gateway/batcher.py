@@ -22,30 +22,45 @@ R = TypeVar("R")
 
 class Batcher(Generic[T, R]):
     def __init__(
-        self, flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]], max_batch: int, name: str
+        self,
+        flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        max_batch: int,
+        name: str,
+        before_flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``before_flush`` is awaited before each flush (to let more urgent work go first)."""
         self._flush = flush
         self._max = max_batch
         self._name = name
+        self._before = before_flush
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
+        self.idle.clear()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._drain(), name=f"batch:{self._name}")
         return await future
 
     async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-            try:
-                await self._settle(batch)
-            except asyncio.CancelledError:
-                for _, future in batch:
-                    future.cancel()
-                raise
+        try:
+            while self._pending:
+                if self._before is not None:
+                    await self._before()
+                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                try:
+                    await self._settle(batch)
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+        finally:
+            if not self._pending:
+                self.idle.set()
 
     async def _settle(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
@@ -54,7 +69,9 @@ class Batcher(Generic[T, R]):
             if len(batch) == 1:
                 _fail(batch[0][1], exc)
                 return
-            log.warning("%s: a batch of %s failed (%r); retrying one by one", self._name, len(batch), exc)
+            log.warning(
+                "%s: a batch of %s failed (%r); retrying one by one", self._name, len(batch), exc
+            )
             for one in batch:
                 await self._settle([one])
             return

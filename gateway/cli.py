@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -93,6 +94,9 @@ async def serve(config: Settings, host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    # Everything loaded so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, which otherwise stall every request for ~70 ms.
+    gc.freeze()
     bound = runner.addresses[0]
     print(f"frontdesk listening on http://{bound[0]}:{bound[1]}", flush=True)
     stop = asyncio.Event()

@@ -9,7 +9,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.base import Author, Utterance
-from store.models import Conversation, Inbound, Message, utcnow
+from store.models import Conversation, Inbound, Message, table_of, utcnow
 
 
 async def open_for(
@@ -136,8 +136,8 @@ async def open_many(
         now = utcnow()
         ids = (
             await session.execute(
-                insert(Conversation.__table__).returning(
-                    Conversation.__table__.c.id, sort_by_parameter_order=True
+                insert(table_of(Conversation)).returning(
+                    table_of(Conversation).c.id, sort_by_parameter_order=True
                 ),
                 [
                     {
@@ -167,13 +167,13 @@ async def record_many(
     found = await session.execute(
         select(Message.inbound_id, Message.id).where(Message.inbound_id.in_(inbound_ids))
     )
-    existing: dict[int | None, int] = {inbound_id: mid for inbound_id, mid in found}
+    existing: dict[int | None, int] = {row.inbound_id: row.id for row in found}
     new = [(cid, inbound) for cid, inbound in items if inbound.id not in existing]
     if new:
         ids = (
             await session.execute(
-                insert(Message.__table__).returning(
-                    Message.__table__.c.id, sort_by_parameter_order=True
+                insert(table_of(Message)).returning(
+                    table_of(Message).c.id, sort_by_parameter_order=True
                 ),
                 [
                     {

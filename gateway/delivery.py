@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,7 +47,9 @@ class Deliverer:
         settings: GatewaySettings,
         metrics: Metrics,
         supervisor: Supervisor,
+        defer: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``defer`` is awaited before each transaction, to let more urgent work go first."""
         self._sessions = sessions
         self._channels = channels
         self._settings = settings
@@ -57,7 +59,8 @@ class Deliverer:
         self._stopping = False
         self._slots = asyncio.Semaphore(max(settings.workers, 1))
         self._next_retry: datetime | None = None
-        self._record = Batcher(self._record_many, 256, "delivered")
+        self._defer = defer
+        self._record = Batcher(self._record_many, 256, "delivered", defer)
 
     def wake(self) -> None:
         self._wake.set()
@@ -105,6 +108,8 @@ class Deliverer:
         return max(idle, 0.001)
 
     async def _claim(self) -> list[outbox.Due]:
+        if self._defer is not None:
+            await self._defer()
         lease = timedelta(seconds=self._settings.outbox_lease_seconds)
         async with self._sessions.begin() as session:
             return await outbox.claim_due(session, utcnow(), lease, BATCH)

@@ -15,6 +15,8 @@ prepared with a handful of bulk statements. Under no load a batch is one item.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,12 +36,15 @@ from gateway.settings import Settings
 from people import members
 from store import outbox
 from store.engine import insert
-from store.models import Conversation, Inbound, Member, Message, Outbox, utcnow
+from store.models import Conversation, Inbound, Member, Message, Outbox, table_of, utcnow
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 MAX_BATCH = 256
+# Background work defers to webhooks waiting to be stored, for at most this long, so a
+# burst of webhooks is acknowledged quickly without starving the agents behind it.
+MAX_DEFER_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,14 @@ class Pipeline:
         self._metrics = metrics
         self._on_outbox = on_outbox
         self._accepts = Batcher(self._store, MAX_BATCH, "accept")
-        self._finishes = Batcher(self._finish_many, MAX_BATCH, "finish")
-        self._checks = Batcher(self._pending_among, MAX_BATCH, "pending")
+        self._finishes = Batcher(self._finish_many, MAX_BATCH, "finish", self.defer_to_accepts)
+        self._checks = Batcher(self._pending_among, MAX_BATCH, "pending", self.defer_to_accepts)
+
+    async def defer_to_accepts(self) -> None:
+        """Wait (briefly) while webhooks are waiting for their messages to be stored."""
+        if not self._accepts.idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._accepts.idle.wait(), MAX_DEFER_SECONDS)
 
     async def accept(self, message: InboundMessage) -> Accepted:
         """Store ``message`` durably unless it is a retry; return only after the commit."""
@@ -120,7 +131,7 @@ class Pipeline:
             for m in messages
         ]
         async with self._sessions.begin() as session:
-            table = Inbound.__table__.c
+            table = table_of(Inbound).c
             stored = await session.execute(
                 insert(session, Inbound)
                 .on_conflict_do_nothing(index_elements=["channel", "external_id"])
@@ -153,6 +164,7 @@ class Pipeline:
 
     async def prepare(self, keys: Sequence[str]) -> list[Turn]:
         """The oldest pending message of each key, with member, conversation and history."""
+        await self.defer_to_accepts()
         async with self._sessions.begin() as session:
             rows = await session.execute(
                 select(Inbound)
@@ -173,9 +185,7 @@ class Pipeline:
         )
         agent_of = {i.id: self._settings.channel(i.channel).agent_for(i.inbox) for i in batch}
         keys = {i.id: (owners[(i.sender_kind, i.sender)], i.channel, i.inbox) for i in batch}
-        opened = await conversations.open_many(
-            session, {keys[i.id]: agent_of[i.id] for i in batch}
-        )
+        opened = await conversations.open_many(session, {keys[i.id]: agent_of[i.id] for i in batch})
         recorded = await conversations.record_many(
             session, [(opened[keys[i.id]].id, i) for i in batch]
         )
@@ -187,7 +197,7 @@ class Pipeline:
         named = await session.execute(
             select(Member.id, Member.name).where(Member.id.in_(set(owners.values())))
         )
-        names = {member_id: name for member_id, name in named}
+        names = {row.id: row.name for row in named}
         turns = []
         for i in batch:
             conversation = opened[keys[i.id]]
@@ -217,24 +227,20 @@ class Pipeline:
         if result is not None and result.replies:
             self._on_outbox()
 
-    async def _finish_many(
-        self, items: Sequence[tuple[Turn, TurnResult | None]]
-    ) -> list[None]:
+    async def _finish_many(self, items: Sequence[tuple[Turn, TurnResult | None]]) -> list[None]:
         now = utcnow()
         async with self._sessions.begin() as session:
-            done = set(
-                (
-                    await session.execute(
-                        update(Inbound)
-                        .where(
-                            Inbound.id.in_([turn.inbound_id for turn, _ in items]),
-                            Inbound.status == "pending",
-                        )
-                        .values(status="done", processed_at=now)
-                        .returning(Inbound.id)
-                    )
-                ).scalars()
+            inbound = table_of(Inbound)
+            marked = await session.execute(
+                update(inbound)
+                .where(
+                    inbound.c.id.in_([turn.inbound_id for turn, _ in items]),
+                    inbound.c.status == "pending",
+                )
+                .values(status="done", processed_at=now)
+                .returning(inbound.c.id)
             )
+            done = set(marked.scalars())
             # A message finished elsewhere (its lease ran out) keeps that run's replies.
             finished = [(t, r) for t, r in items if t.inbound_id in done and r is not None]
             await self._write_replies(session, finished)
@@ -251,7 +257,7 @@ class Pipeline:
         return [None] * len(items)
 
     async def _write_replies(
-        self, session: AsyncSession, finished: list[tuple[Turn, TurnResult | None]]
+        self, session: AsyncSession, finished: Sequence[tuple[Turn, TurnResult | None]]
     ) -> None:
         replies = [
             (turn, index, text)
@@ -265,7 +271,7 @@ class Pipeline:
         ids = (
             await session.execute(
                 insert(session, Message).returning(
-                    Message.__table__.c.id, sort_by_parameter_order=True
+                    table_of(Message).c.id, sort_by_parameter_order=True
                 ),
                 [
                     {
@@ -328,4 +334,3 @@ class Pipeline:
     async def close(self) -> None:
         for batcher in (self._accepts, self._finishes, self._checks):
             await batcher.close()
-

@@ -21,7 +21,7 @@ from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
-BATCH = 64
+BATCH = 32
 
 
 class Processor:

@@ -129,7 +129,9 @@ class RedisWorkQueue:
                     pipe.eval(_RELEASE, 1, PREFIX + "lease:" + key, token)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            log.warning("could not release %s leases (%s); they expire by themselves", len(held), exc)
+            log.warning(
+                "could not release %s leases (%s); they expire by themselves", len(held), exc
+            )
 
     async def _refresh(self) -> None:
         while self._held:
@@ -151,5 +153,5 @@ class RedisWorkQueue:
         await self._blocking.aclose()
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

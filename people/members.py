@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.errors import Conflict, ValidationFailed
 from people.identities import normalise
 from store.engine import insert as dialect_insert
-from store.models import Identity, Label, Member, utcnow
+from store.models import Identity, Label, Member, table_of, utcnow
 
 KINDS = ("team", "contact", "anonymous")
 MAX_MERGE_CHAIN = 32
@@ -122,14 +122,18 @@ async def resolve_many(
     missing = [a for a in wanted if a not in found]
     if missing:
         created = (
-            await session.execute(
-                insert(Member.__table__).returning(
-                    Member.__table__.c.id, sort_by_parameter_order=True
-                ),
-                [_anonymous(kind, address) for kind, address in missing],
+            (
+                await session.execute(
+                    insert(table_of(Member)).returning(
+                        table_of(Member).c.id, sort_by_parameter_order=True
+                    ),
+                    [_anonymous(kind, address) for kind, address in missing],
+                )
             )
-        ).scalars().all()
-        columns = Identity.__table__.c
+            .scalars()
+            .all()
+        )
+        columns = table_of(Identity).c
         claimed = await session.execute(
             dialect_insert(session, Identity)
             .on_conflict_do_nothing(index_elements=["kind", "address"])
@@ -146,7 +150,7 @@ async def resolve_many(
             await session.execute(delete(Member).where(Member.id.in_(orphans)))
             found.update(await owners(session, [a for a in missing if a not in mine]))
     if found:
-        members = Member.__table__
+        members = table_of(Member)
         await session.execute(
             update(members)
             .where(members.c.id == bindparam("member"))

@@ -9,6 +9,8 @@ our short OLTP queries slower, never faster.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from store.models import Base, table_of
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for ``url`` with the per-back-end settings above."""
+def create_engine(
+    url: str, *, pool_size: int = 10, manual_checkpoints: bool = False
+) -> AsyncEngine:
+    """An async engine for ``url`` with the per-back-end settings above.
+
+    ``manual_checkpoints`` turns SQLite's automatic WAL checkpoint off for this engine's
+    connections: the checkpoint (and its fsync) would otherwise run inside whichever
+    commit crosses the threshold and stall every request behind it for ~100 ms. The
+    caller then runs ``checkpoint`` from a background task instead.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -35,7 +47,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             max_overflow=0,
             pool_timeout=60,
         )
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, manual_checkpoints)
         return engine
     if parsed.get_backend_name() == "postgresql":
         return _create_async_engine(
@@ -48,7 +60,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     raise ValueError(f"unsupported database '{parsed.get_backend_name()}' (sqlite, postgresql)")
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, manual_checkpoints: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy's "begin" hook below issue BEGIN, not the driver.
@@ -58,6 +70,8 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if manual_checkpoints:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -69,9 +83,32 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def insert(session: AsyncSession, model: type[Any]) -> postgresql.Insert | sqlite.Insert:
+def insert(session: AsyncSession, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
     """A Core INSERT into ``model``'s table, with ``on_conflict_do_*`` for the session's
     back end. Core rather than ORM: run with a list of rows it is one cached executemany."""
     if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model.__table__)
-    return sqlite.insert(model.__table__)
+        return postgresql.insert(table_of(model))
+    return sqlite.insert(table_of(model))
+
+
+def sqlite_path(url: str) -> str | None:
+    """The database file of a SQLite URL; None for other back ends and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
+async def checkpoint(path: str) -> tuple[int, int]:
+    """Copy the WAL back into the database file without blocking readers or the writer
+    (``PASSIVE``), on a connection and thread of its own. Returns (WAL frames, copied)."""
+
+    def run() -> tuple[int, int]:
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            _, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return int(frames), int(copied)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(run)
