@@ -77,7 +77,7 @@ class GatewaySettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     workers: int = Field(
-        default=8,
+        default=32,
         ge=0,
         le=256,
         description="Agent turns and deliveries run at once; 0 makes an accept-only process.",
