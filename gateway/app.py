@@ -92,16 +92,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         pipeline, deliverer, supervisor, metrics, sockets,
     )  # fmt: skip
     stop = asyncio.Event()
-    loops = await _start_workers(state.services, stop) if settings.gateway.workers > 0 else []
+    processor = Processor(queue, pipeline, runtime, supervisor, metrics, settings.gateway.workers)
+    workers = settings.gateway.workers > 0
+    loops = await _start_workers(state.services, processor, stop) if workers else []
     try:
         yield
     finally:
-        # Loops stop between transactions; only the processor (waiting on the queue) is
-        # cancelled outright.
+        # Every loop stops between transactions: none is cancelled mid-way.
         stop.set()
+        processor.stop()
         deliverer.stop()
-        if loops:
-            loops[0].cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         await supervisor.drain(SHUTDOWN_GRACE_SECONDS)
         await pipeline.close()
@@ -118,13 +118,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         state.running = None
 
 
-async def _start_workers(s: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+async def _start_workers(
+    s: Services, processor: Processor, stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
     """Resume what a crash left behind, then run the processor, deliverer and sweeper."""
     for key in await s.pipeline.pending_keys():
         await s.pipeline.enqueue(key)
-    processor = Processor(
-        s.queue, s.pipeline, s.runtime, s.supervisor, s.metrics, s.settings.gateway.workers
-    )
     return [
         asyncio.create_task(processor.run(), name="processor"),
         asyncio.create_task(s.deliverer.run(), name="deliverer"),

@@ -70,6 +70,19 @@ class Turn:
     input: TurnInput
 
 
+async def _oldest_pending(session: AsyncSession, keys: Sequence[str]) -> list[Inbound]:
+    """The oldest unprocessed message of each key (keys without one are left out)."""
+    rows = await session.execute(
+        select(Inbound)
+        .where(Inbound.queue_key.in_(list(keys)), Inbound.status == "pending")
+        .order_by(Inbound.id)
+    )
+    oldest: dict[str, Inbound] = {}
+    for inbound in rows.scalars():
+        oldest.setdefault(inbound.queue_key, inbound)
+    return list(oldest.values())
+
+
 def queue_key(message: InboundMessage) -> str:
     """Messages with the same key are processed one at a time, in arrival order."""
     return f"{message.channel}|{message.inbox}|{message.sender}"
@@ -166,17 +179,8 @@ class Pipeline:
         """The oldest pending message of each key, with member, conversation and history."""
         await self.defer_to_accepts()
         async with self._sessions.begin() as session:
-            rows = await session.execute(
-                select(Inbound)
-                .where(Inbound.queue_key.in_(list(keys)), Inbound.status == "pending")
-                .order_by(Inbound.id)
-            )
-            oldest: dict[str, Inbound] = {}
-            for inbound in rows.scalars():
-                oldest.setdefault(inbound.queue_key, inbound)
-            if not oldest:
-                return []
-            return await self._prepare(session, list(oldest.values()))
+            oldest = await _oldest_pending(session, keys)
+            return await self._prepare(session, oldest) if oldest else []
 
     async def _prepare(self, session: AsyncSession, batch: list[Inbound]) -> list[Turn]:
         seen_at = max(i.received_at for i in batch)
@@ -309,15 +313,7 @@ class Pipeline:
     async def note_failure(self, keys: Sequence[str]) -> None:
         """Count a failed attempt on each key's oldest pending message; give up at the cap."""
         async with self._sessions.begin() as session:
-            rows = await session.execute(
-                select(Inbound)
-                .where(Inbound.queue_key.in_(list(keys)), Inbound.status == "pending")
-                .order_by(Inbound.id)
-            )
-            oldest: dict[str, Inbound] = {}
-            for inbound in rows.scalars():
-                oldest.setdefault(inbound.queue_key, inbound)
-            for inbound in oldest.values():
+            for inbound in await _oldest_pending(session, keys):
                 inbound.attempts += 1
                 if inbound.attempts >= MAX_ATTEMPTS:
                     inbound.status = "failed"

@@ -10,6 +10,7 @@ more work on it and re-queues it: a message stored while its key was held elsewh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -42,15 +43,34 @@ class Processor:
         self._workers = workers
         self._busy = 0
         self._free = asyncio.Condition()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Return from ``run`` once no transaction is in progress (cancelling one mid-way
+        would strand SQLite's write lock); turns already started finish on their own."""
+        self._stopping.set()
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             async with self._free:
                 await self._free.wait_for(lambda: self._busy < self._workers)
-            keys = await self._queue.pop_many(min(self._workers - self._busy, BATCH))
-            claimed = await self._queue.claim(keys)
+            keys = await self._next_keys(min(self._workers - self._busy, BATCH))
+            claimed = await self._queue.claim(keys) if keys else []
             if claimed:
                 await self._start(claimed)
+
+    async def _next_keys(self, limit: int) -> list[str]:
+        """Keys from the queue, or none once ``stop`` is called while waiting for them."""
+        popping = asyncio.ensure_future(self._queue.pop_many(limit))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({popping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if popping.done():
+            return popping.result()
+        popping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await popping
+        return []
 
     async def _start(self, keys: list[str]) -> None:
         try:
