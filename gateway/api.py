@@ -1,57 +1,133 @@
-"""The admin HTTP API (``/api/...``): JSON, bearer tokens, one policy function.
+"""The admin HTTP API's core: endpoints declared once, checked by one policy, documented.
 
-Every handler states what it needs as a ``Need`` and asks ``people.roles.allows``. A
-caller who may not see a resource gets the same 404 as for one that does not exist.
-Lists are ``{"items": [...], "next": cursor}``; the cursor is the last id seen.
+Each endpoint is an ``Endpoint``: method, path, the ``Need`` it requires, the request
+body model, and a handler that gets a ``Call``. The wrapper authenticates the bearer
+token, opens one transaction for the request, checks the need with
+``people.roles.allows`` (a denial is a 403, logged, and rolls everything back), parses
+and validates the body (400 for malformed JSON, 422 naming each bad field), and turns
+the handler's result into JSON. The same declarations produce ``/api/openapi.json``.
+
+Every endpoint needs ``admin_access`` except the self-service ones (a member reading or
+changing its own record and tokens), which check access themselves. A resource the
+caller may not see is a 404, never a 403 (no endpoint reveals what exists).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
-from sqlalchemy import select
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import NotFound, Unauthenticated, ValidationFailed
+from gateway.errors import (
+    ErrorDetail,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    ValidationFailed,
+)
 from gateway.state import Services, services
-from people import credentials, members
-from people.roles import Need, Role, allows
-from store.models import Conversation, Member, Message
+from people import credentials
+from people.roles import Need, Role, RoleBook, allows, load_book
+from store.models import Member
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE = 200
+B = TypeVar("B", bound=BaseModel)
+
+
+class Unprocessable(ValidationFailed):
+    """Well-formed input that fails validation (422, with a detail per field)."""
+
+    code = "validation_failed"
+    status = 422
 
 
 @dataclass(frozen=True)
 class Actor:
     """Who is calling, and what their role lets them do."""
 
-    member_id: int
+    member: Member
+    role_name: str
     role: Role
+
+    @property
+    def id(self) -> int:
+        return self.member.id
 
     def may(self, need: Need) -> bool:
         return allows(self.role, need)
 
 
-def add(app: web.Application) -> None:
-    app.router.add_get("/api/members/{id}", get_member)
-    app.router.add_get("/api/conversations", list_conversations)
-    app.router.add_get("/api/conversations/{id}/messages", list_messages)
+@dataclass
+class Call:
+    """One API request in progress: who, in which transaction, with which roles."""
+
+    request: web.Request
+    services: Services
+    session: AsyncSession
+    actor: Actor
+    roles: RoleBook
+    upload: Path | None = None
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def region(self) -> str:
+        return self.services.settings.workspace.default_region
+
+    def require(self, need: Need) -> None:
+        if not self.actor.may(need):
+            raise PermissionDenied("your role does not allow this")
+
+    def path_id(self, name: str = "id", what: str = "resource") -> int:
+        return parse_id(self.request.match_info[name], what)
+
+    async def body(self, model: type[B]) -> B:
+        try:
+            raw = await self.request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValidationFailed(f"the body is not JSON: {exc}") from exc
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            raise Unprocessable("the body is not valid", validation_details(exc)) from exc
 
 
-async def actor(request: web.Request, s: Services, session: AsyncSession) -> Actor:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("send Authorization: Bearer <token>")
-    member = await credentials.authenticate(session, token.strip())
-    if member is None:
-        raise Unauthenticated("the token is unknown or revoked")
-    return Actor(member_id=member.id, role=s.settings.role(member.role))
+Handler = Callable[[Call], Awaitable[web.StreamResponse | Any]]
 
 
-def _id(raw: str, what: str) -> int:
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    need: Need | None = None  # None: the handler checks access itself (self-service)
+    body: type[BaseModel] | None = None
+    status: int = 200
+    tag: str = "members"
+    query: dict[str, str] = field(default_factory=dict)  # name -> description
+    # Reads the request body to a file before the handler's transaction opens.
+    upload: Callable[[web.Request, Services], Awaitable[Path]] | None = None
+
+
+def validation_details(exc: ValidationError, prefix: str = "") -> list[ErrorDetail]:
+    details = []
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in error["loc"])
+        details.append(ErrorDetail(f"{prefix}{path}", error["msg"].removeprefix("Value error, ")))
+    return details
+
+
+def parse_id(raw: str, what: str) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -61,7 +137,8 @@ def _id(raw: str, what: str) -> int:
     return value
 
 
-def _page(request: web.Request) -> tuple[int, int]:
+def page(request: web.Request) -> tuple[int, int]:
+    """``?limit=`` (1 to 200, default 50) and ``?cursor=`` (the last id seen)."""
     try:
         limit = int(request.query.get("limit", "50"))
         cursor = int(request.query.get("cursor", "0") or "0")
@@ -72,120 +149,82 @@ def _page(request: web.Request) -> tuple[int, int]:
     return limit, max(cursor, 0)
 
 
-def _time(value: datetime | None) -> str | None:
+def listing(items: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    return {"items": items, "next": items[-1]["id"] if more and items else None}
+
+
+def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-async def member_json(session: AsyncSession, member: Member) -> dict[str, Any]:
-    return {
-        "id": str(member.id),
-        "kind": member.kind,
-        "name": member.name,
-        "email": member.email,
-        "phone": member.phone,
-        "role": member.role,
-        "labels": await members.labels(session, member.id),
-        "data": member.data,
-        "notify": {
-            "sms": member.notify_sms,
-            "email": member.notify_email,
-            "voice": member.notify_voice,
-        },
-        "identities": [
-            {"kind": i.kind, "address": i.address}
-            for i in await members.identities(session, member.id)
-        ],
-        "archived": member.archived,
-        "merged_into": str(member.merged_into) if member.merged_into else None,
-        "created_at": _time(member.created_at),
-        "last_active_at": _time(member.last_active_at),
-    }
+async def _actor(
+    request: web.Request, s: Services, session: AsyncSession
+) -> tuple[Actor, RoleBook]:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send Authorization: Bearer <token>")
+    member = await credentials.authenticate(session, token.strip())
+    if member is None:
+        raise Unauthenticated("the token is unknown or revoked")
+    book = await load_book(session, s.settings.roles)
+    return Actor(member=member, role_name=member.role, role=book.get(member.role)), book
 
 
-def _may_see_member(who: Actor, member_id: int) -> bool:
-    return who.member_id == member_id or who.may(Need(feature="members"))
+def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        s = services(request)
+        upload = None
+        if endpoint.upload is not None:
+            # Authorise first, then read the body with no transaction open.
+            async with s.sessions.begin() as session:
+                await _authorise(request, s, session, endpoint)
+            upload = await endpoint.upload(request, s)
+        try:
+            async with s.sessions.begin() as session:
+                actor, book = await _authorise(request, s, session, endpoint)
+                call = Call(request, s, session, actor, book, upload)
+                result = await endpoint.handler(call)
+        except BaseException:
+            if upload is not None:
+                upload.unlink(missing_ok=True)
+            raise
+        if call.upload is not None:  # the handler did not take the file over
+            call.upload.unlink(missing_ok=True)
+        for action in call.after_commit:
+            action()
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result is None:
+            return web.Response(status=204)
+        return web.json_response(result, status=endpoint.status)
+
+    return handle
 
 
-def _may_see_conversation(who: Actor, conversation: Conversation) -> bool:
-    if who.member_id == conversation.member_id:
-        return True
-    return who.may(Need(feature="chats")) and who.may(Need(inbox=conversation.inbox))
+async def _authorise(
+    request: web.Request, s: Services, session: AsyncSession, endpoint: Endpoint
+) -> tuple[Actor, RoleBook]:
+    actor, book = await _actor(request, s, session)
+    if endpoint.need is not None and not actor.may(endpoint.need):
+        log.warning("member %s (%s) denied %s", actor.id, actor.role_name, endpoint.path)
+        raise PermissionDenied("your role does not allow this")
+    return actor, book
 
 
-async def get_member(request: web.Request) -> web.Response:
-    s = services(request)
-    member_id = _id(request.match_info["id"], "member")
-    async with s.sessions() as session:
-        who = await actor(request, s, session)
-        member = await session.get(Member, member_id)
-        if member is None or not _may_see_member(who, member_id):
-            raise NotFound("no such member")
-        return web.json_response(await member_json(session, member))
+def admin(need: Need) -> Need:
+    """``need`` plus admin access (every endpoint but the self-service ones)."""
+    return replace(need, admin_access=True)
 
 
-def _conversation_json(c: Conversation) -> dict[str, Any]:
-    return {
-        "id": str(c.id),
-        "member": str(c.member_id),
-        "channel": c.channel,
-        "inbox": c.inbox,
-        "status": c.status,
-        "workflow": c.workflow,
-        "data": c.data,
-        "created_at": _time(c.created_at),
-    }
+def add(app: web.Application) -> None:
+    from gateway import api_access, api_conversations, api_imports, api_members, openapi
 
-
-async def list_conversations(request: web.Request) -> web.Response:
-    s = services(request)
-    limit, cursor = _page(request)
-    if "member" not in request.query:
-        raise ValidationFailed("give ?member=<id>")
-    member_id = _id(request.query["member"], "member")
-    async with s.sessions() as session:
-        who = await actor(request, s, session)
-        if await session.get(Member, member_id) is None or not _may_see_member(who, member_id):
-            raise NotFound("no such member")
-        rows = await session.execute(
-            select(Conversation)
-            .where(Conversation.member_id == member_id, Conversation.id > cursor)
-            .order_by(Conversation.id)
-            .limit(limit + 1)
-        )
-        found = [c for c in rows.scalars() if _may_see_conversation(who, c)]
-    return _list([_conversation_json(c) for c in found[:limit]], found, limit)
-
-
-def _list(items: list[dict[str, Any]], found: list[Any], limit: int) -> web.Response:
-    more = len(found) > limit
-    return web.json_response({"items": items, "next": items[-1]["id"] if more and items else None})
-
-
-async def list_messages(request: web.Request) -> web.Response:
-    s = services(request)
-    limit, cursor = _page(request)
-    conversation_id = _id(request.match_info["id"], "conversation")
-    async with s.sessions() as session:
-        who = await actor(request, s, session)
-        conversation = await session.get(Conversation, conversation_id)
-        if conversation is None or not _may_see_conversation(who, conversation):
-            raise NotFound("no such conversation")
-        rows = await session.execute(
-            select(Message)
-            .where(Message.conversation_id == conversation_id, Message.id > cursor)
-            .order_by(Message.id)
-            .limit(limit + 1)
-        )
-        found = list(rows.scalars())
-    items = [
-        {
-            "id": str(m.id),
-            "direction": m.direction,
-            "author": m.author,
-            "text": m.text,
-            "status": m.status,
-            "created_at": _time(m.created_at),
-        }
-        for m in found[:limit]
+    endpoints = [
+        *api_members.ENDPOINTS,
+        *api_conversations.ENDPOINTS,
+        *api_imports.ENDPOINTS,
+        *api_access.ENDPOINTS,
     ]
-    return _list(items, found, limit)
+    for endpoint in endpoints:
+        app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))
+    app.router.add_get("/api/openapi.json", openapi.handler(endpoints))

@@ -29,6 +29,7 @@ from agents.settings import AgentSettings
 from channels.base import ChannelSettings
 from gateway.errors import ConfigError, ErrorDetail
 from people.roles import BUILTIN_ROLES, Role
+from people.settings import PeopleSettings
 from store.settings import StorageSettings
 
 DEFAULT_CONFIG = "config/frontdesk.yaml"
@@ -102,6 +103,7 @@ class Settings(BaseModel):
     gateway: GatewaySettings = GatewaySettings()
     channels: dict[str, SerializeAsAny[ChannelSettings]] = Field(default_factory=dict)
     agents: tuple[AgentSettings, ...] = ()
+    people: PeopleSettings = PeopleSettings()
     roles: dict[str, Role] = Field(
         default_factory=dict, description="Roles by name; these replace built-ins of that name."
     )

@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.models import ApiToken, Member
 
+_HASHER = PasswordHasher()
 TOKEN_PREFIX = "fd_"  # noqa: S105 - a marker that makes tokens recognisable, not a secret
 
 
@@ -42,3 +45,18 @@ async def authenticate(session: AsyncSession, token: str) -> Member | None:
     if member is None or member.archived or member.merged_into is not None:
         return None
     return member
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash (the library's current defaults)."""
+    return _HASHER.hash(password)
+
+
+def check_password(member: Member, password: str) -> bool:
+    """Whether ``password`` is the member's; a member without one never matches."""
+    if not member.password_hash:
+        return False
+    try:
+        return _HASHER.verify(member.password_hash, password)
+    except (VerifyMismatchError, InvalidHashError):
+        return False

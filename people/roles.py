@@ -7,10 +7,15 @@ A role has ``admin_access``, ``workspace_management``, a level per feature
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.models import StoredRole, utcnow
 
 Level = Literal["none", "use", "edit", "create", "admin"]
 Feature = Literal[
@@ -124,4 +129,96 @@ def allows(role: Role, need: Need) -> bool:
     if need.inbox is not None:
         access = role.inbox(need.inbox)
         return access.send if need.inbox_right == "send" else (access.read or access.send)
+    return True
+
+
+def _inboxes_within(candidate: Role, actor: Role) -> bool:
+    for inbox, access in candidate.inboxes.items():
+        mine = actor.inbox(inbox) if inbox != ALL_INBOXES else actor.inboxes.get(ALL_INBOXES)
+        if mine is None:
+            mine = InboxAccess()
+        if (access.read and not (mine.read or mine.send)) or (access.send and not mine.send):
+            return False
+    return True
+
+
+def at_most(candidate: Role, actor: Role) -> bool:
+    """Whether ``candidate`` grants nothing ``actor`` lacks (the rule for granting roles)."""
+    if candidate.admin_access and not actor.admin_access:
+        return False
+    if candidate.workspace_management and not actor.workspace_management:
+        return False
+    if any(not at_least(actor.level(f), candidate.level(f)) for f in FEATURES):
+        return False
+    if "*" not in actor.workflows and not set(candidate.workflows) <= set(actor.workflows):
+        return False
+    return _inboxes_within(candidate, actor)
+
+
+OWNER = "owner"
+
+
+def may_grant(actor_role_name: str, actor: Role, target_role_name: str, target: Role) -> str | None:
+    """Why ``actor`` may not hand out ``target`` (None when it may).
+
+    Nobody grants a role above their own; only owners make owners (``admin`` has the same
+    permissions as ``owner`` but "cannot change owners", DESIGN §7).
+    """
+    if target_role_name == OWNER and actor_role_name != OWNER:
+        return "only an owner may grant the owner role"
+    if not at_most(target, actor):
+        return f"role '{target_role_name}' grants more than your role '{actor_role_name}'"
+    return None
+
+
+class RoleBook:
+    """Roles as this workspace has them: built-ins, then YAML, then those set through the API."""
+
+    def __init__(self, configured: Mapping[str, Role], stored: Mapping[str, Role]) -> None:
+        self._roles = {**BUILTIN_ROLES, **configured, **stored}
+        self._stored = set(stored)
+        self._configured = set(BUILTIN_ROLES) | set(configured)
+
+    def get(self, name: str) -> Role:
+        """The role called ``name``; an unknown name grants nothing."""
+        return self._roles.get(name, Role())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._roles
+
+    def names(self) -> list[str]:
+        return sorted(self._roles)
+
+    def source(self, name: str) -> str:
+        """Where the role comes from: ``api`` (stored), ``config`` (YAML or built-in)."""
+        return "api" if name in self._stored else "config"
+
+    def items(self) -> list[tuple[str, Role]]:
+        return sorted(self._roles.items())
+
+
+async def load_book(session: AsyncSession, configured: Mapping[str, Role]) -> RoleBook:
+    rows = await session.execute(select(StoredRole.name, StoredRole.definition))
+    stored = {name: Role.model_validate(definition) for name, definition in rows}
+    return RoleBook(configured, stored)
+
+
+async def save(session: AsyncSession, name: str, role: Role) -> None:
+    existing = await session.get(StoredRole, name)
+    definition = role.model_dump(mode="json")
+    if existing is None:
+        session.add(StoredRole(name=name, definition=definition, updated_at=utcnow()))
+    else:
+        existing.definition = definition
+        existing.updated_at = utcnow()
+    await session.flush()
+
+
+async def delete(session: AsyncSession, name: str) -> bool:
+    """Remove an API-defined role; False when there was none."""
+    existing = await session.get(StoredRole, name)
+    if existing is None:
+        return False
+    await session.delete(existing)
+    await session.flush()
     return True

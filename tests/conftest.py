@@ -28,7 +28,7 @@ REDIS_URL = os.environ.get("FRONTDESK_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 TABLES = (
     "handoffs, outbox, messages, inbound, conversations, api_tokens, member_labels, "
-    "identities, members"
+    "identities, member_merges, import_errors, imports, roles, members"
 )
 
 

@@ -1,0 +1,99 @@
+"""``/api/conversations``: a member's conversations and a conversation's messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from gateway.api import Call, Endpoint, iso, listing, page, parse_id
+from gateway.api_members import MEMBERS_USE
+from gateway.errors import NotFound, ValidationFailed
+from people.roles import Need
+from store.models import Conversation, Member, Message
+
+CHATS_USE = Need(feature="chats", level="use", admin_access=True)
+
+
+def may_see(call: Call, conversation: Conversation) -> bool:
+    """A member sees its own; others need ``chats: use`` and ``read`` on the inbox."""
+    if conversation.member_id == call.actor.id:
+        return True
+    return call.actor.may(CHATS_USE) and call.actor.may(Need(inbox=conversation.inbox))
+
+
+def conversation_json(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": str(c.id),
+        "member": str(c.member_id),
+        "channel": c.channel,
+        "inbox": c.inbox,
+        "status": c.status,
+        "workflow": c.workflow,
+        "data": c.data or {},
+        "created_at": iso(c.created_at),
+    }
+
+
+async def list_conversations(call: Call) -> dict[str, Any]:
+    limit, cursor = page(call.request)
+    if "member" not in call.request.query:
+        raise ValidationFailed("give ?member=<id>")
+    member_id = parse_id(call.request.query["member"], "member")
+    member = await call.session.get(Member, member_id)
+    if member is None or not (member_id == call.actor.id or call.actor.may(MEMBERS_USE)):
+        raise NotFound("no such member")
+    rows = await call.session.execute(
+        select(Conversation)
+        .where(Conversation.member_id == member_id, Conversation.id > cursor)
+        .order_by(Conversation.id)
+        .limit(limit + 1)
+    )
+    found = [c for c in rows.scalars() if may_see(call, c)]
+    return listing([conversation_json(c) for c in found[:limit]], len(found) > limit)
+
+
+async def list_messages(call: Call) -> dict[str, Any]:
+    limit, cursor = page(call.request)
+    conversation = await call.session.get(Conversation, call.path_id(what="conversation"))
+    if conversation is None or not may_see(call, conversation):
+        raise NotFound("no such conversation")
+    rows = await call.session.execute(
+        select(Message)
+        .where(Message.conversation_id == conversation.id, Message.id > cursor)
+        .order_by(Message.id)
+        .limit(limit + 1)
+    )
+    found = list(rows.scalars())
+    items = [
+        {
+            "id": str(m.id),
+            "direction": m.direction,
+            "author": m.author,
+            "text": m.text,
+            "status": m.status,
+            "created_at": iso(m.created_at),
+        }
+        for m in found[:limit]
+    ]
+    return listing(items, len(found) > limit)
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/api/conversations",
+        list_conversations,
+        "A member's conversations",
+        tag="conversations",
+        query={"member": "the member's id", "limit": "1 to 200", "cursor": "the last id seen"},
+    ),
+    Endpoint(
+        "GET",
+        "/api/conversations/{id}/messages",
+        list_messages,
+        "A conversation's messages, oldest first",
+        tag="conversations",
+        query={"limit": "1 to 200", "cursor": "the last id seen"},
+    ),
+]

@@ -1,0 +1,208 @@
+"""``/api/imports``: CSV imports that run in the background and report progress."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import insert, select, update
+
+from gateway.api import Call, Endpoint, admin, iso
+from gateway.errors import NotFound, PayloadTooLarge, ValidationFailed
+from gateway.state import Services
+from people import imports
+from people.imports import Importer, Summary
+from people.roles import Need
+from people.spreadsheet import FileRejected, RowError, errors_csv
+from store.models import Import, ImportRowError, table_of, utcnow
+
+log = logging.getLogger(__name__)
+
+IMPORTS = admin(Need(feature="members", level="create"))
+CHUNK = 64 * 1024
+MAX_REPORTED_ERRORS = 10_000
+
+
+async def receive_upload(request: web.Request, s: Services) -> Path:
+    """The CSV body (raw ``text/csv`` or a multipart ``file`` field) in a file of its own.
+
+    A declared length over the limit is refused before reading; an undeclared one as soon
+    as it passes the limit.
+    """
+    limit = s.settings.people.import_max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the file is larger than the {limit} byte limit")
+    folder = Path(s.settings.people.import_dir)
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    path = folder / f"upload-{secrets.token_hex(8)}.csv"
+    out = await asyncio.to_thread(path.open, "wb")
+    try:
+        size = 0
+        async for chunk in _body_chunks(request):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the file is larger than the {limit} byte limit")
+            await asyncio.to_thread(out.write, chunk)
+    except BaseException:
+        out.close()
+        path.unlink(missing_ok=True)
+        raise
+    out.close()
+    return path
+
+
+async def _body_chunks(request: web.Request):  # type: ignore[no-untyped-def]
+    if request.content_type == "multipart/form-data":
+        reader = await request.multipart()
+        async for part in reader:
+            if getattr(part, "name", None) == "file":
+                while chunk := await part.read_chunk(CHUNK):  # type: ignore[union-attr]
+                    yield chunk
+                return
+        raise ValidationFailed("the multipart body has no 'file' field")
+    async for chunk in request.content.iter_chunked(CHUNK):
+        yield chunk
+
+
+def import_json(record: Import, errors: list[ImportRowError]) -> dict[str, Any]:
+    return {
+        "id": str(record.id),
+        "status": record.status,
+        "dry_run": record.dry_run,
+        "total": record.total,
+        "processed": record.processed,
+        "created": record.created,
+        "updated": record.updated,
+        "unchanged": record.unchanged,
+        "failed": record.failed,
+        "message": record.message,
+        "errors": [{"row": e.row, "column": e.column, "message": e.message} for e in errors],
+        "created_at": iso(record.created_at),
+        "finished_at": iso(record.finished_at),
+    }
+
+
+async def create_import(call: Call) -> web.Response:
+    if call.upload is None:
+        raise ValidationFailed("send the CSV as the body")
+    dry_run = call.request.query.get("dry_run") in ("1", "true")
+    record = Import(actor_id=call.actor.id, status="queued", dry_run=dry_run, created_at=utcnow())
+    call.session.add(record)
+    await call.session.flush()
+    path, call.upload = call.upload, None  # the background import owns the file now
+    importer = Importer(call.actor.role_name, call.actor.role, call.roles)
+    s, import_id = call.services, record.id
+
+    def start() -> None:
+        s.supervisor.spawn(
+            run_import(s, import_id, path, importer, dry_run), name=f"import:{import_id}"
+        )
+
+    call.after_commit.append(start)
+    return web.json_response({"id": str(record.id), "status": "queued"}, status=202)
+
+
+async def run_import(
+    s: Services, import_id: int, path: Path, importer: Importer, dry_run: bool
+) -> None:
+    reported = 0
+
+    async def progress(summary: Summary) -> None:
+        nonlocal reported
+        new_errors = summary.errors[reported:MAX_REPORTED_ERRORS]
+        reported += len(new_errors)
+        async with s.sessions.begin() as session:
+            await _save(session, import_id, summary, "running", new_errors)
+
+    try:
+        summary = await imports.run(
+            path, s.sessions, importer, s.settings.workspace.default_region,
+            dry_run=dry_run, progress=progress,
+        )  # fmt: skip
+        async with s.sessions.begin() as session:
+            await _save(
+                session, import_id, summary, "done", summary.errors[reported:MAX_REPORTED_ERRORS]
+            )
+    except FileRejected as exc:
+        async with s.sessions.begin() as session:
+            await session.execute(
+                update(Import)
+                .where(Import.id == import_id)
+                .values(status="failed", message=exc.message, finished_at=utcnow())
+            )
+    except Exception:
+        log.exception("import %s failed", import_id)
+        async with s.sessions.begin() as session:
+            await session.execute(
+                update(Import)
+                .where(Import.id == import_id)
+                .values(
+                    status="failed",
+                    message="the import stopped on an internal error",
+                    finished_at=utcnow(),
+                )
+            )
+    finally:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+async def _save(
+    session: Any, import_id: int, summary: Summary, status: str, errors: list[RowError]
+) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "total": summary.total,
+        "processed": summary.processed,
+        "created": summary.created,
+        "updated": summary.updated,
+        "unchanged": summary.unchanged,
+        "failed": summary.failed,
+    }
+    if status == "done":
+        values["finished_at"] = utcnow()
+    await session.execute(update(Import).where(Import.id == import_id).values(**values))
+    if errors:
+        await session.execute(
+            insert(table_of(ImportRowError)),
+            [
+                {"import_id": import_id, "row": e.row, "column": e.column, "message": e.message}
+                for e in errors
+            ],
+        )
+
+
+async def _record(call: Call) -> tuple[Import, list[ImportRowError]]:
+    record = await call.session.get(Import, call.path_id(what="import"))
+    if record is None:
+        raise NotFound("no such import")
+    errors = await call.session.execute(
+        select(ImportRowError)
+        .where(ImportRowError.import_id == record.id)
+        .order_by(ImportRowError.row, ImportRowError.id)
+    )
+    return record, list(errors.scalars())
+
+
+async def get_import(call: Call) -> dict[str, Any]:
+    return import_json(*await _record(call))
+
+
+async def get_errors_csv(call: Call) -> web.Response:
+    _, errors = await _record(call)
+    body = errors_csv(RowError(e.row, e.column, e.message) for e in errors)
+    return web.Response(text=body, content_type="text/csv", charset="utf-8")
+
+
+ENDPOINTS = [
+    Endpoint("POST", "/api/imports", create_import, "Import members from CSV (202; poll it)",
+             IMPORTS, status=202, tag="imports", upload=receive_upload,
+             query={"dry_run": "true to validate and count without writing"}),
+    Endpoint("GET", "/api/imports/{id}", get_import, "An import's progress and row errors",
+             IMPORTS, tag="imports"),
+    Endpoint("GET", "/api/imports/{id}/errors.csv", get_errors_csv, "An import's row errors as CSV",
+             IMPORTS, tag="imports"),
+]  # fmt: skip
