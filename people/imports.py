@@ -64,7 +64,7 @@ Progress = Callable[[Summary], Awaitable[None]]
 class _Plan:
     """What one batch will write, decided before writing."""
 
-    new: list[tuple[Row, dict[str, Any]]] = field(default_factory=list)
+    new: list[Row] = field(default_factory=list)
     changed: dict[int, dict[str, Any]] = field(default_factory=dict)
     identities: list[dict[str, Any]] = field(default_factory=list)
     labels: list[dict[str, Any]] = field(default_factory=list)
@@ -217,12 +217,12 @@ async def _apply(
             for address in addresses:
                 pending.setdefault(address, twin)
         else:
-            plan.new.append((row, _new_member(row)))
+            plan.new.append(row)
             counts["created"] += 1
             for address in addresses:
                 pending[address] = row
     if dry_run:
-        for row, _ in plan.new:
+        for row in plan.new:
             for address in _addresses(row):
                 seen[address] = NOT_YET
     else:
@@ -316,13 +316,13 @@ async def _write(session: AsyncSession, plan: _Plan, seen: dict[tuple[str, str],
             (
                 await session.execute(
                     insert(members).returning(members.c.id, sort_by_parameter_order=True),
-                    [values for _, values in plan.new],
+                    [_new_member(row) for row in plan.new],
                 )
             )
             .scalars()
             .all()
         )
-        for (row, _), member_id in zip(plan.new, ids, strict=True):
+        for row, member_id in zip(plan.new, ids, strict=True):
             for kind, address in (("email", row.email), ("phone", row.phone)):
                 if address:
                     plan.identities.append(

@@ -190,3 +190,53 @@ async def receive(ws: ClientWebSocketResponse, kind: str, timeout: float = 10.0)
         frame: dict[str, Any] = json.loads(msg.data)
         if frame["type"] == kind:
             return frame
+
+
+async def add_member(
+    gw: Gateway,
+    email: str,
+    *,
+    kind: str = "contact",
+    role: str = "contact",
+    token: bool = True,
+    **fields: Any,
+) -> tuple[int, str]:
+    """A member made through the people layer, and (optionally) an API token for it."""
+    from people import credentials, directory
+
+    async with gw.services.sessions.begin() as session:
+        member = await directory.create(
+            session,
+            directory.MemberFields(email=email, kind=kind, role=role, **fields),  # type: ignore[arg-type]
+            "US",
+        )
+        secret = await credentials.create_token(session, member, "test") if token else ""
+        return member.id, secret
+
+
+class Api:
+    """The admin API as one member calls it."""
+
+    def __init__(self, gw: Gateway, token: str) -> None:
+        self.gw = gw
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        response = (
+            await self.gw.client.request(method, path, json=body, headers=self.headers)
+            if body is not None
+            else await self.gw.client.request(method, path, headers=self.headers)
+        )
+        text = await response.text()
+        return response.status, json.loads(
+            text
+        ) if text and response.content_type == "application/json" else text
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        return await self.call("GET", path)
+
+    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        return await self.call("POST", path, body if body is not None else {})
+
+    async def patch(self, path: str, body: Any) -> tuple[int, Any]:
+        return await self.call("PATCH", path, body)
