@@ -91,7 +91,7 @@ async def test_a_contact_changes_only_its_own_name_and_notifications(gateway: Ga
     assert (await pat.patch(f"/api/members/{contact_id}", {"role": "owner"}))[0] == 403
     assert (await pat.patch(f"/api/members/{contact_id}", {"labels": ["vip"]}))[0] == 403
     assert (await pat.patch(f"/api/members/{other_id}", {"name": "x"}))[0] == 404
-    status, me = await pat.get(f"/api/members/{contact_id}")
+    _status, me = await pat.get(f"/api/members/{contact_id}")
     assert (me["name"], me["notify"]["email"], me["role"], me["labels"]) == (
         "Patricia",
         False,
@@ -219,7 +219,8 @@ async def test_passwords_are_argon2_and_checkable(owner: Api) -> None:
     )
     assert status == 204
     [me] = await owner.gw.all(select(Member))
-    assert me.password_hash is not None and me.password_hash.startswith("$argon2id$")
+    assert me.password_hash is not None
+    assert me.password_hash.startswith("$argon2id$")
     assert credentials.check_password(me, "correct horse battery")
     assert not credentials.check_password(me, "wrong horse battery")
     status, _ = await owner.call("PUT", f"/api/members/{me.id}/password", {"password": "short"})

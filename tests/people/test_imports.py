@@ -71,7 +71,7 @@ async def test_good_rows_are_kept_and_bad_rows_reported_by_row_and_column(owner:
     )  # fmt: skip
     cy = members["+14155550002"]
     assert cy.name == "Cy\r\nSecond line"  # one row in a spreadsheet: row 4
-    status, ann_json = await owner.get(f"/api/members/{ann.id}")
+    _status, ann_json = await owner.get(f"/api/members/{ann.id}")
     assert ann_json["labels"] == ["dental", "gold", "vip"]
     errors_csv = await owner.gw.client.get(
         f"/api/imports/{report['id']}/errors.csv", headers=owner.headers
