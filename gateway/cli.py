@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     add.add_argument("--phone")
 
+    imp = member_commands.add_parser("import", help="import members from a CSV file")
+    imp.add_argument("file")
+    imp.add_argument("--dry-run", action="store_true", help="validate and count; write nothing")
+    exp = member_commands.add_parser("export", help="write members as CSV to standard output")
+    exp.add_argument("--filter", help="a member filter (JSON)")
+
     token = commands.add_parser("token", help="API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="print a new API token for a member")
@@ -196,6 +202,12 @@ def _run(args: argparse.Namespace) -> int:
         print("database is at the newest migration")
         return 0
     if args.command == "members":
+        from gateway import cli_members
+
+        if args.members_command == "import":
+            return asyncio.run(cli_members.import_file(config, Path(args.file), args.dry_run))
+        if args.members_command == "export":
+            return asyncio.run(cli_members.export(config, args.filter))
         return asyncio.run(members_add(config, args))
     if args.command == "token":
         return asyncio.run(token_create(config, args))

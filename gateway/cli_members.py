@@ -1,0 +1,93 @@
+"""``frontdesk members import`` and ``frontdesk members export``.
+
+The CLI has the database, so it acts with an owner's rights. Import exit codes: 0 when
+every row was taken, 1 when some rows failed (the good ones are kept), 2 when the file
+is unusable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gateway.errors import ValidationFailed
+from gateway.settings import Settings
+from people import imports, spreadsheet
+from people.filters import compile_filter
+from people.imports import Importer, Summary
+from people.roles import OWNER, RoleBook
+from store.engine import create_engine, session_factory
+from store.migrate import upgrade
+
+MAX_SHOWN_ERRORS = 50
+
+
+async def import_file(config: Settings, path: Path, dry_run: bool) -> int:
+    console = Console(stderr=True)
+    if not path.is_file():
+        console.print(f"[red]no such file: {path}[/red]")
+        return 2
+    await upgrade(config.storage.database_url)
+    engine = create_engine(config.storage.database_url)
+    book = RoleBook(config.roles, {})
+    importer = Importer(OWNER, book.get(OWNER), book)
+    columns = [TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    try:
+        with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+            task = bar.add_task("rows", total=None)
+
+            async def progress(summary: Summary) -> None:
+                bar.update(task, total=summary.total, completed=summary.processed)
+
+            summary = await imports.run(
+                path, session_factory(engine), importer, config.workspace.default_region,
+                dry_run=dry_run, progress=progress,
+            )  # fmt: skip
+    except spreadsheet.FileRejected as exc:
+        console.print(f"[red]{path}: {exc.message}[/red]")
+        return 2
+    finally:
+        await engine.dispose()
+    _report(summary, dry_run)
+    return 1 if summary.failed else 0
+
+
+def _report(summary: Summary, dry_run: bool) -> None:
+    verb = "would be " if dry_run else ""
+    print(
+        f"{summary.processed} rows: {summary.created} {verb}created, {summary.updated} {verb}updated, "
+        f"{summary.unchanged} unchanged, {summary.failed} failed"
+    )
+    for error in summary.errors[:MAX_SHOWN_ERRORS]:
+        column = f" {error.column}" if error.column else ""
+        print(f"  row {error.row}{column}: {error.message}")
+    if len(summary.errors) > MAX_SHOWN_ERRORS:
+        print(f"  ... and {len(summary.errors) - MAX_SHOWN_ERRORS} more")
+
+
+async def export(config: Settings, raw_filter: str | None) -> int:
+    try:
+        condition = json.loads(raw_filter) if raw_filter else None
+    except ValueError as exc:
+        print(f"--filter is not JSON: {exc}", file=sys.stderr)
+        return 2
+    engine = create_engine(config.storage.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            try:
+                compiled = compile_filter(condition, engine.dialect.name)
+            except ValidationFailed as exc:
+                print(exc.message, file=sys.stderr)
+                for detail in exc.details:
+                    print(f"  {detail}", file=sys.stderr)
+                return 2
+            async for chunk in spreadsheet.export_rows(session, compiled.condition):
+                sys.stdout.write(chunk)
+    finally:
+        await engine.dispose()
+    sys.stdout.flush()
+    return 0

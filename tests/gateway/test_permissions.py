@@ -1,0 +1,160 @@
+"""The permission matrix: every admin API endpoint against every built-in role and two
+custom ones, asserting the status — and that a refusal changed nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from people import credentials
+from store.models import ApiToken, Conversation, Import, Member, Message
+from tests.fakes.twilio_api import FakeTwilio
+from tests.helpers import Api, Gateway, add_member, make_settings
+
+ROLES = ("owner", "admin", "operator", "contact", "viewer", "inbox_reader")
+CUSTOM = {
+    "viewer": {"admin_access": True, "features": {"members": "use"}},
+    "inbox_reader": {
+        "admin_access": True,
+        "features": {"chats": "use"},
+        "inboxes": {"+14155550100": {"read": True, "send": False}},
+    },
+}
+TABLES = ("members", "identities", "member_labels", "member_merges", "roles", "imports",
+          "api_tokens", "conversations", "messages")  # fmt: skip
+
+
+@dataclass
+class World:
+    tokens: dict[str, str]  # role -> token
+    ids: dict[str, int]  # what paths and bodies refer to
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    body: Any
+    allowed: dict[str, int]  # role -> status; roles not named get `otherwise`
+    otherwise: int = 403
+
+
+ADMINS = ("owner", "admin")
+READERS = ("owner", "admin", "operator", "viewer")
+CASES = [
+    Case("GET", "/api/members", None, dict.fromkeys(READERS, 200)),
+    Case("POST", "/api/members", {"email": "new@example.com"}, dict.fromkeys(ADMINS, 201)),
+    Case("POST", "/api/members/search", {"filter": {"label": "vip"}}, dict.fromkeys(READERS, 200)),
+    Case("GET", "/api/members/export", None, dict.fromkeys(READERS, 200)),
+    Case("GET", "/api/members/{target}", None, dict.fromkeys(READERS, 200), 404),
+    Case("PATCH", "/api/members/{target}", {"name": "Renamed"},
+         {**dict.fromkeys(ADMINS, 200), "operator": 403, "viewer": 403}, 404),
+    Case("POST", "/api/members/{target}/archive", None, dict.fromkeys(ADMINS, 200)),
+    Case("POST", "/api/members/{target}/merge", {"duplicate": "{duplicate}"},
+         dict.fromkeys(ADMINS, 200)),
+    Case("GET", "/api/members/{target}/merges", None, dict.fromkeys(READERS, 200)),
+    Case("POST", "/api/members/{target}/identities", {"kind": "email", "address": "t2@example.com"},
+         dict.fromkeys(ADMINS, 200)),
+    Case("PUT", "/api/members/{team}/password", {"password": "a long enough password"},
+         {**dict.fromkeys(ADMINS, 204), "operator": 403, "viewer": 403}, 404),
+    Case("POST", "/api/imports", "email\nimported@example.com\n", dict.fromkeys(ADMINS, 202)),
+    Case("GET", "/api/imports/{import}", None, dict.fromkeys(ADMINS, 200)),
+    Case("GET", "/api/conversations?member={target}", None,
+         {**dict.fromkeys(("owner", "admin", "operator"), 200), "viewer": 200}, 404),
+    Case("GET", "/api/conversations/{conversation}/messages", None,
+         {**dict.fromkeys(("owner", "admin", "operator", "inbox_reader"), 200)}, 404),
+    Case("GET", "/api/conversations/{other_inbox}/messages", None,
+         dict.fromkeys(("owner", "admin", "operator"), 200), 404),
+    Case("GET", "/api/roles", None, {**dict.fromkeys(ROLES, 200), "contact": 403}),
+    Case("PUT", "/api/roles/desk", {"admin_access": True}, dict.fromkeys(ADMINS, 200)),
+    Case("DELETE", "/api/roles/spare", None, dict.fromkeys(ADMINS, 204)),
+    Case("GET", "/api/tokens", None, dict.fromkeys(ROLES, 200)),
+    Case("POST", "/api/tokens", {"name": "more"}, dict.fromkeys(ROLES, 201)),
+    Case("DELETE", "/api/tokens/{target_token}", None, dict.fromkeys(ADMINS, 204), 404),
+]  # fmt: skip
+
+
+async def _world(gw: Gateway) -> World:
+    ids: dict[str, int] = {}
+    tokens: dict[str, str] = {}
+    ids["owner"], tokens["owner"] = await add_member(
+        gw, "owner@example.com", kind="team", role="owner"
+    )
+    owner = Api(gw, tokens["owner"])
+    for name, definition in {**CUSTOM, "spare": {"admin_access": True}}.items():
+        assert (await owner.call("PUT", f"/api/roles/{name}", definition))[0] == 200
+    for role in ROLES[1:]:
+        kind = "contact" if role == "contact" else "team"
+        ids[role], tokens[role] = await add_member(gw, f"{role}@example.com", kind=kind, role=role)
+    ids["target"], _ = await add_member(gw, "target@example.com", labels=["vip"])
+    ids["duplicate"], _ = await add_member(gw, "dup@example.com", token=False)
+    ids["team"], _ = await add_member(
+        gw, "team@example.com", kind="team", role="operator", token=False
+    )
+    async with gw.services.sessions.begin() as session:
+        target = await session.get(Member, ids["target"])
+        assert target is not None
+        await credentials.create_token(session, target, "theirs")
+        for key, inbox in (("conversation", "+14155550100"), ("other_inbox", "+14155550199")):
+            conversation = Conversation(member_id=ids["target"], channel="sms", inbox=inbox,
+                                        status="bot", data={})  # fmt: skip
+            session.add(conversation)
+            await session.flush()
+            session.add(Message(conversation_id=conversation.id, direction="in", author="member",
+                                text="hello", status="received"))  # fmt: skip
+            ids[key] = conversation.id
+        record = Import(actor_id=ids["owner"], status="done")
+        session.add(record)
+        await session.flush()
+        ids["import"] = record.id
+        theirs = await session.execute(select(ApiToken.id).where(ApiToken.name == "theirs"))
+        ids["target_token"] = theirs.scalar_one()
+    return World(tokens, ids)
+
+
+async def _fingerprint(gw: Gateway) -> str:
+    digest = hashlib.sha256()
+    async with gw.services.sessions() as session:
+        for table in TABLES:
+            rows = (await session.execute(text(f"SELECT * FROM {table} ORDER BY 1"))).all()  # noqa: S608
+            digest.update(repr(rows).encode())
+    return digest.hexdigest()
+
+
+def _fill(template: str, ids: dict[str, int]) -> str:
+    for key, value in ids.items():
+        template = template.replace("{" + key + "}", str(value))
+    return template
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
+@pytest.mark.parametrize("role", ROLES)
+async def test_every_endpoint_answers_every_role_as_the_design_says(
+    database_url: str, twilio: tuple[FakeTwilio, str], case: Case, role: str
+) -> None:
+    fake, base = twilio
+    async with Gateway.running(make_settings(database_url, twilio_base=base), fake) as gw:
+        world = await _world(gw)
+        api = Api(gw, world.tokens[role])
+        path = _fill(case.path, world.ids)
+        before = await _fingerprint(gw)
+        if isinstance(case.body, str):
+            response = await gw.client.post(
+                path, data=case.body.encode(), headers={**api.headers, "Content-Type": "text/csv"}
+            )
+            status = response.status
+        else:
+            body = case.body
+            if isinstance(body, dict):
+                body = {
+                    k: _fill(v, world.ids) if isinstance(v, str) else v for k, v in body.items()
+                }
+            status, _ = await api.call(case.method, path, body)
+        expected = case.allowed.get(role, case.otherwise)
+        assert status == expected, f"{role}: {case.method} {path} gave {status}, not {expected}"
+        if status >= 400:
+            assert await _fingerprint(gw) == before, "a refused request changed something"
