@@ -40,8 +40,8 @@ def _role_name(call: Call) -> str:
 async def put_role(call: Call) -> dict[str, Any]:
     name = _role_name(call)
     role = await call.body(Role)
-    if name == OWNER and call.actor.role_name != OWNER:
-        raise PermissionDenied("only an owner may change the owner role")
+    if name == OWNER:
+        raise Conflict("the owner role always holds every permission; it cannot be changed")
     if not at_most(role, call.actor.role):
         raise PermissionDenied(f"the role grants more than your role '{call.actor.role_name}'")
     await roles.save(call.session, name, role)

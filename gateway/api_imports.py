@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import insert, select, update
 
 from gateway.api import Call, Endpoint, admin, iso
@@ -55,17 +57,22 @@ async def receive_upload(request: web.Request, s: Services) -> Path:
     return path
 
 
-async def _body_chunks(request: web.Request):  # type: ignore[no-untyped-def]
-    if request.content_type == "multipart/form-data":
+async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    if request.content_type != "multipart/form-data":
+        async for chunk in request.content.iter_chunked(CHUNK):
+            yield chunk
+        return
+    try:
         reader = await request.multipart()
         async for part in reader:
-            if getattr(part, "name", None) == "file":
-                while chunk := await part.read_chunk(CHUNK):  # type: ignore[union-attr]
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                while chunk := await part.read_chunk(CHUNK):
                     yield chunk
                 return
-        raise ValidationFailed("the multipart body has no 'file' field")
-    async for chunk in request.content.iter_chunked(CHUNK):
-        yield chunk
+    except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:
+        # aiohttp's multipart parser reports a malformed body with these
+        raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
+    raise ValidationFailed("the multipart body has no 'file' field")
 
 
 def import_json(record: Import, errors: list[ImportRowError]) -> dict[str, Any]:
