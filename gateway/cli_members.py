@@ -7,6 +7,7 @@ is unusable.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ MAX_SHOWN_ERRORS = 50
 
 async def import_file(config: Settings, path: Path, dry_run: bool) -> int:
     console = Console(stderr=True)
-    if not path.is_file():
+    if not await asyncio.to_thread(path.is_file):
         console.print(f"[red]no such file: {path}[/red]")
         return 2
     await upgrade(config.storage.database_url)
@@ -59,8 +60,8 @@ async def import_file(config: Settings, path: Path, dry_run: bool) -> int:
 def _report(summary: Summary, dry_run: bool) -> None:
     verb = "would be " if dry_run else ""
     print(
-        f"{summary.processed} rows: {summary.created} {verb}created, {summary.updated} {verb}updated, "
-        f"{summary.unchanged} unchanged, {summary.failed} failed"
+        f"{summary.processed} rows: {summary.created} {verb}created, "
+        f"{summary.updated} {verb}updated, {summary.unchanged} unchanged, {summary.failed} failed"
     )
     for error in summary.errors[:MAX_SHOWN_ERRORS]:
         column = f" {error.column}" if error.column else ""
