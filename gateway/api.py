@@ -37,6 +37,7 @@ from gateway.state import Services, services
 from people import credentials
 from people.roles import Need, Role, RoleBook, allows, load_book
 from store.models import Member
+from store.text import find_nul
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class Call:
             raw = await self.request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValidationFailed(f"the body is not JSON: {exc}") from exc
+        nul = find_nul(raw)
+        if nul is not None:
+            raise Unprocessable("text may not contain NUL characters", [ErrorDetail(nul, "NUL")])
         try:
             return model.model_validate(raw)
         except ValidationError as exc:

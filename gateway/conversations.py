@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.base import Author, Utterance
-from store.models import Conversation, Inbound, Message, table_of, utcnow
+from store.engine import insert_rows
+from store.models import Conversation, Inbound, Message, utcnow
 
 
 async def open_for(
@@ -134,26 +135,23 @@ async def open_many(
     missing = [key for key in wanted if key not in found]
     if missing:
         now = utcnow()
-        ids = (
-            await session.execute(
-                insert(table_of(Conversation)).returning(
-                    table_of(Conversation).c.id, sort_by_parameter_order=True
-                ),
-                [
-                    {
-                        "member_id": m,
-                        "channel": c,
-                        "inbox": i,
-                        "status": "bot",
-                        "agent": wanted[(m, c, i)],
-                        "data": {},
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for m, c, i in missing
-                ],
-            )
-        ).scalars()
+        ids = await insert_rows(
+            session,
+            Conversation,
+            [
+                {
+                    "member_id": m,
+                    "channel": c,
+                    "inbox": i,
+                    "status": "bot",
+                    "agent": wanted[(m, c, i)],
+                    "data": {},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for m, c, i in missing
+            ],
+        )
         for key, cid in zip(missing, ids, strict=True):
             found[key] = Opened(cid, "bot", wanted[key])
     return found
@@ -170,26 +168,23 @@ async def record_many(
     existing: dict[int | None, int] = {row.inbound_id: row.id for row in found}
     new = [(cid, inbound) for cid, inbound in items if inbound.id not in existing]
     if new:
-        ids = (
-            await session.execute(
-                insert(table_of(Message)).returning(
-                    table_of(Message).c.id, sort_by_parameter_order=True
-                ),
-                [
-                    {
-                        "conversation_id": cid,
-                        "inbound_id": inbound.id,
-                        "direction": "in",
-                        "author": "member",
-                        "text": inbound.text,
-                        "status": "received",
-                        "provider_id": inbound.external_id,
-                        "created_at": inbound.received_at,
-                    }
-                    for cid, inbound in new
-                ],
-            )
-        ).scalars()
+        ids = await insert_rows(
+            session,
+            Message,
+            [
+                {
+                    "conversation_id": cid,
+                    "inbound_id": inbound.id,
+                    "direction": "in",
+                    "author": "member",
+                    "text": inbound.text,
+                    "status": "received",
+                    "provider_id": inbound.external_id,
+                    "created_at": inbound.received_at,
+                }
+                for cid, inbound in new
+            ],
+        )
         existing.update(zip([inbound.id for _, inbound in new], ids, strict=True))
     return {k: v for k, v in existing.items() if k is not None}
 

@@ -78,6 +78,8 @@ async def to_raw_request(request: web.Request, public_url: str | None) -> RawReq
             form.extend(parse_qsl(text, keep_blank_values=True, errors="strict"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise ValidationFailed(f"form is not valid UTF-8 URL encoding: {exc}") from exc
+        if any("\x00" in key or "\x00" in value for key, value in form.items()):
+            raise ValidationFailed("form fields may not contain NUL characters")
     url = public_url + request.path_qs if public_url else str(request.url)
     return RawRequest(
         method=request.method,

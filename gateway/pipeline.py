@@ -35,7 +35,7 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from people import members
 from store import outbox
-from store.engine import insert
+from store.engine import insert, insert_rows
 from store.models import Conversation, Inbound, Member, Message, Outbox, table_of, utcnow
 
 log = logging.getLogger(__name__)
@@ -272,25 +272,22 @@ class Pipeline:
         if not replies:
             return
         now = utcnow()
-        ids = (
-            await session.execute(
-                insert(session, Message).returning(
-                    table_of(Message).c.id, sort_by_parameter_order=True
-                ),
-                [
-                    {
-                        "conversation_id": turn.conversation_id,
-                        "direction": "out",
-                        "author": "agent",
-                        "author_name": turn.agent,
-                        "text": text,
-                        "status": "pending",
-                        "created_at": now,
-                    }
-                    for turn, _, text in replies
-                ],
-            )
-        ).scalars()
+        ids = await insert_rows(
+            session,
+            Message,
+            [
+                {
+                    "conversation_id": turn.conversation_id,
+                    "direction": "out",
+                    "author": "agent",
+                    "author_name": turn.agent,
+                    "text": text,
+                    "status": "pending",
+                    "created_at": now,
+                }
+                for turn, _, text in replies
+            ],
+        )
         await outbox.enqueue_many(
             session,
             [

@@ -44,6 +44,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from gateway.errors import ErrorDetail, ValidationFailed
 from store.models import Label, Member
+from store.text import find_nul
 
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "contains", "startswith", "exists", "within",
        "before", "after")  # fmt: skip
@@ -129,6 +130,8 @@ class _Compiler:
         if "value" not in raw:
             return self.fail(_join(path, "value"), f"'{op}' needs a value")
         value = raw["value"]
+        if find_nul(value) is not None:
+            return self.fail(_join(path, "value"), "text may not contain NUL characters")
         if isinstance(name, str) and name.startswith("data."):
             return self.data(name, str(op), value, _join(path, "value"), _join(path, "field"))
         if name not in FIELDS:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from people.roles import OWNER, Role, RoleBook, may_grant
 from people.spreadsheet import Reader, Row, RowError, count_rows, parse_row
 from store.engine import insert as dialect_insert
+from store.engine import insert_rows
 from store.models import Identity, Label, Member, table_of, utcnow
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,9 @@ async def _apply(
     importer: Importer,
     dry_run: bool,
 ) -> tuple[dict[str, int], list[RowError]]:
-    owners = {**seen, **await _owners(session, rows)}
+    wanted = {a for row in rows for a in _addresses(row)}
+    owners = {a: seen[a] for a in wanted if a in seen}
+    owners.update(await _owners(session, rows))
     ids = set(owners.values()) - {NOT_YET}
     current = {
         m.id: m for m in (await session.execute(select(Member).where(Member.id.in_(ids)))).scalars()
@@ -311,17 +314,7 @@ def _changes(
 
 async def _write(session: AsyncSession, plan: _Plan, seen: dict[tuple[str, str], int]) -> None:
     if plan.new:
-        members = table_of(Member)
-        ids = (
-            (
-                await session.execute(
-                    insert(members).returning(members.c.id, sort_by_parameter_order=True),
-                    [_new_member(row) for row in plan.new],
-                )
-            )
-            .scalars()
-            .all()
-        )
+        ids = await insert_rows(session, Member, [_new_member(row) for row in plan.new])
         for row, member_id in zip(plan.new, ids, strict=True):
             for kind, address in (("email", row.email), ("phone", row.phone)):
                 if address:

@@ -10,13 +10,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, ValidationFailed
 from people.identities import normalise
 from store.engine import insert as dialect_insert
+from store.engine import insert_rows
 from store.models import Identity, Label, Member, table_of, utcnow
 
 KINDS = ("team", "contact", "anonymous")
@@ -121,17 +122,8 @@ async def resolve_many(
     found = await owners(session, wanted)
     missing = [a for a in wanted if a not in found]
     if missing:
-        created = (
-            (
-                await session.execute(
-                    insert(table_of(Member)).returning(
-                        table_of(Member).c.id, sort_by_parameter_order=True
-                    ),
-                    [_anonymous(kind, address) for kind, address in missing],
-                )
-            )
-            .scalars()
-            .all()
+        created = await insert_rows(
+            session, Member, [_anonymous(kind, address) for kind, address in missing]
         )
         columns = table_of(Identity).c
         claimed = await session.execute(

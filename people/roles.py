@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,8 @@ FEATURES: tuple[Feature, ...] = (
     "qualifications",
 )
 ALL_INBOXES = "*"
+Name = Annotated[str, StringConstraints(pattern=r"^(\*|[A-Za-z0-9_.-]{1,64})$")]
+InboxName = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f]{1,320}$")]
 
 
 class InboxAccess(BaseModel):
@@ -50,8 +52,8 @@ class Role(BaseModel):
     admin_access: bool = False
     workspace_management: bool = False
     features: dict[Feature, Level] = Field(default_factory=dict)
-    workflows: tuple[str, ...] = Field(default=(), description="Workflow names, or ['*'].")
-    inboxes: dict[str, InboxAccess] = Field(
+    workflows: tuple[Name, ...] = Field(default=(), description="Workflow names, or ['*'].")
+    inboxes: dict[InboxName, InboxAccess] = Field(
         default_factory=dict, description="Per inbox address (or '*' for all): read/send."
     )
 

@@ -166,6 +166,9 @@ def parse_row(
         value = restore(raw.strip())
         if not value:
             continue
+        if "\x00" in value:
+            errors.append(RowError(number, column, "contains a NUL character"))
+            continue
         if len(value) > MAX_FIELD:
             errors.append(RowError(number, column, f"longer than {MAX_FIELD // 1024} KB"))
             continue

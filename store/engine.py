@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, func, select, text
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -112,3 +114,38 @@ async def checkpoint(path: str) -> tuple[int, int]:
             connection.close()
 
     return await asyncio.to_thread(run)
+
+
+async def reserve_ids(session: AsyncSession, model: type[Base], count: int) -> list[int]:
+    """``count`` fresh primary keys for ``model``, so a bulk insert can name its rows.
+
+    With the ids known up front a bulk insert is one plain executemany; asking the
+    database to return them in order instead makes SQLAlchemy insert row by row on
+    SQLite. PostgreSQL hands them out from the table's sequence; on SQLite the
+    transaction holds the write lock (``BEGIN IMMEDIATE``), so the next ids are ours.
+    """
+    if count <= 0:
+        return []
+    table = table_of(model)
+    if session.get_bind().dialect.name == "postgresql":
+        rows = await session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
+            ),
+            {"table": table.name, "n": count},
+        )
+        return [int(i) for i in rows.scalars()]
+    top = (await session.execute(select(func.max(table.c.id)))).scalar() or 0
+    return list(range(int(top) + 1, int(top) + 1 + count))
+
+
+async def insert_rows(
+    session: AsyncSession, model: type[Base], rows: Sequence[dict[str, Any]]
+) -> list[int]:
+    """Insert ``rows`` into ``model``'s table in one executemany; their new ids, in order."""
+    ids = await reserve_ids(session, model, len(rows))
+    if ids:
+        await session.execute(
+            sa_insert(table_of(model)), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)]
+        )
+    return ids

@@ -259,3 +259,18 @@ async def test_roles_can_be_defined_but_never_above_your_own(gateway: Gateway) -
     ] == 403
     assert (await owner.call("DELETE", "/api/roles/desk"))[0] == 409  # pat holds it
     assert (await owner.call("DELETE", "/api/roles/operator"))[0] == 409  # from the config
+
+
+async def test_nul_characters_are_refused_everywhere_with_where(owner: Api) -> None:
+    status, body = await owner.post(
+        "/api/members", {"email": "a@example.com", "data": {"k": "a\x00b"}}
+    )
+    assert status == 422
+    assert body["error"]["details"][0]["path"] == "data.k"
+    status, body = await owner.post(
+        "/api/members/search", {"filter": {"field": "name", "op": "eq", "value": "\x00"}}
+    )
+    assert status == 422
+    status, _ = await owner.call("PUT", "/api/roles/desk", {"workflows": ["a\x00"]})
+    assert status == 422
+    assert await owner.gw.count(Member) == 1

@@ -161,3 +161,10 @@ async def test_twilio_4xx_fails_the_reply_without_retrying(gateway: Gateway) -> 
 
 async def _outbox_status(gateway: Gateway, status: str) -> bool:
     return await gateway.count(Outbox, Outbox.status == status) == 1
+
+
+async def test_a_nul_character_is_a_400_not_a_database_error(gateway: Gateway) -> None:
+    response = await gateway.post_form(SMS_PATH, sms_form("hello\x00there"))
+    assert response.status == 400
+    assert "NUL" in (await response.json())["error"]["message"]
+    await _nothing_stored(gateway)

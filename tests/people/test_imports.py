@@ -207,3 +207,9 @@ async def test_export_takes_a_filter(owner: Api) -> None:
     )
     emails = [r["email"] for r in csv.DictReader(io.StringIO(await response.text()))]
     assert emails == ["ann@example.com"]
+
+
+async def test_a_nul_character_fails_its_row(owner: Api) -> None:
+    report = await _import(owner, b"email,name\nann@example.com,A\x00nn\nbob@example.com,Bob\n")
+    assert (report["created"], report["failed"]) == (1, 1)
+    assert _errors(report) == [(2, "name")]
