@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api import Call, Endpoint, admin, iso, listing, page
@@ -226,12 +226,11 @@ def _cursor(raw: str | None) -> list[Any] | None:
     return value
 
 
-async def search(call: Call, body: SearchBody) -> dict[str, Any]:
-    dialect = call.session.get_bind().dialect.name
+def search_statement(body: SearchBody, dialect: str) -> Select[Member]:
+    """One page of members matching ``body``: ``limit + 1`` rows, to tell if there is more."""
     condition = compile_filter(body.filter, dialect).condition
     descending = body.sort.startswith("-")
-    name = body.sort.lstrip("-")
-    column, null_as = SORTS[name]
+    column, null_as = SORTS[body.sort.lstrip("-")]
     key: ColumnElement[Any] = column if null_as is None else func.coalesce(column, null_as)
     stmt = select(Member).where(condition)
     after = _cursor(body.cursor)
@@ -243,9 +242,13 @@ async def search(call: Call, body: SearchBody) -> dict[str, Any]:
         tie = and_(key == value, (Member.id < last) if descending else (Member.id > last))
         stmt = stmt.where(or_(beyond, tie))
     order = [key.desc(), Member.id.desc()] if descending else [key.asc(), Member.id.asc()]
-    found = list(
-        (await call.session.execute(stmt.order_by(*order).limit(body.limit + 1))).scalars()
-    )
+    return stmt.order_by(*order).limit(body.limit + 1)
+
+
+async def search(call: Call, body: SearchBody) -> dict[str, Any]:
+    dialect = call.session.get_bind().dialect.name
+    found = list((await call.session.execute(search_statement(body, dialect))).scalars())
+    column, null_as = SORTS[body.sort.lstrip("-")]
     shown = found[: body.limit]
     items = [member_json(v) for v in await directory.views(call.session, shown)]
     next_cursor = None

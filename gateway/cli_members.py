@@ -30,7 +30,7 @@ MAX_SHOWN_ERRORS = 50
 async def import_file(config: Settings, path: Path, dry_run: bool) -> int:
     console = Console(stderr=True)
     if not await asyncio.to_thread(path.is_file):
-        console.print(f"[red]no such file: {path}[/red]")
+        console.print(f"no such file: {path}", style="red", markup=False, soft_wrap=True)
         return 2
     await upgrade(config.storage.database_url)
     engine = create_engine(config.storage.database_url)
@@ -49,7 +49,7 @@ async def import_file(config: Settings, path: Path, dry_run: bool) -> int:
                 dry_run=dry_run, progress=progress,
             )  # fmt: skip
     except spreadsheet.FileRejected as exc:
-        console.print(f"[red]{path}: {exc.message}[/red]")
+        console.print(f"{path}: {exc.message}", style="red", markup=False, soft_wrap=True)
         return 2
     finally:
         await engine.dispose()

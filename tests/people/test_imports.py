@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from people import imports
 from store.models import Inbound, Member, Outbox
 from tests.helpers import Api, Gateway, add_member, eventually
 
@@ -79,6 +80,19 @@ async def test_good_rows_are_kept_and_bad_rows_reported_by_row_and_column(owner:
     rows = list(csv.reader(io.StringIO(await errors_csv.text())))
     assert rows[0] == ["row", "column", "message"]
     assert rows[1][:2] == ["3", "email"]
+
+
+async def test_a_large_file_is_validated_in_a_worker_process_with_the_same_result(
+    owner: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imports, "POOL_FROM_ROWS", 1)  # what a 10,000-row file gets
+    body = (HEADER + "ann@example.com,+14155550001,Ann,,,vip,,,,gold\r\n"
+            "bad-email,,Bob,,,,,,,\r\n" "cy@example.com,,Cy,,wizard,,,,,\r\n").encode()  # fmt: skip
+    report = await _import(owner, body)
+    assert (report["created"], report["failed"]) == (1, 2)
+    assert _errors(report) == [(3, "email"), (4, "role")]
+    [ann] = await owner.gw.all(select(Member).where(Member.email == "ann@example.com"))
+    assert (ann.phone, ann.data) == ("+14155550001", {"plan": "gold"})
 
 
 async def test_reimporting_the_same_file_changes_nothing(owner: Api) -> None:
