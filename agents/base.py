@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
+
+from people.roles import Role
+
+if TYPE_CHECKING:
+    from agents.workflows import WorkflowState
 
 Author = Literal["member", "agent", "operator", "system"]
 
@@ -17,6 +22,19 @@ class Utterance:
 
 
 @dataclass(frozen=True)
+class MemberFacts:
+    """What the agent knows of the member it is talking to (and may put in its prompt)."""
+
+    id: int
+    kind: str
+    role: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TurnInput:
     """Everything a model may use to answer one member message."""
 
@@ -24,6 +42,10 @@ class TurnInput:
     channel: str
     member_name: str | None = None
     history: tuple[Utterance, ...] = ()
+    member: MemberFacts | None = None
+    conversation_id: int | None = None
+    workflow: WorkflowState | None = None  # where the conversation is in a workflow
+    role: Role = field(default_factory=Role)  # what the conversation grants its abilities
 
 
 @dataclass(frozen=True)
@@ -35,17 +57,23 @@ class EscalationRequest:
 
 
 @dataclass(frozen=True)
+class WorkflowUpdate:
+    """A turn moved the conversation's workflow: its new position (None: it ended)."""
+
+    state: WorkflowState | None
+
+
+@dataclass(frozen=True)
 class TurnResult:
-    """The replies to send, in order, and whether to hand the conversation to a person."""
+    """The replies to send, in order, and whether to hand the conversation to a person.
+
+    ``collected`` holds workflow answers accepted this turn (field -> value), with their
+    types in ``field_types``; they are saved on the member with the replies, atomically.
+    """
 
     replies: tuple[str, ...]
     escalation: EscalationRequest | None = None
     meta: dict[str, str] = field(default_factory=dict)
-
-
-class Model(Protocol):
-    """Something that answers a turn: the embedded model, or a LangChain chat model."""
-
-    async def respond(self, turn: TurnInput) -> TurnResult:
-        """Answer one member message. May raise; the runtime turns failures into a holding reply."""
-        ...
+    workflow: WorkflowUpdate | None = None  # None: unchanged
+    collected: dict[str, Any] = field(default_factory=dict)
+    field_types: dict[str, str] = field(default_factory=dict)

@@ -1,7 +1,12 @@
 """The agent runtime: picks each agent's model and runs one bounded turn.
 
-A turn never ends in silence or a stack trace: a model that errors or misses its
-deadline yields a short holding reply and an escalation, so a person follows up.
+A turn never ends in silence or a stack trace: a model that errors, loops or misses its
+deadline yields a short holding reply and an escalation, so a person follows up, and the
+conversation's workflow position is left as it was.
+
+Inside a workflow the agent that runs the turn is the current step's ``agent``, else the
+workflow's, else the conversation's. Abilities run with the role the conversation grants
+(``TurnInput.role``) and only if the running agent has them.
 """
 
 from __future__ import annotations
@@ -9,17 +14,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Protocol
 
-from agents.base import EscalationRequest, Model, TurnInput, TurnResult
+from agents import abilities
+from agents.abilities import AbilityContext, AbilityResult, Count
+from agents.base import EscalationRequest, TurnInput, TurnResult
 from agents.embedded import EmbeddedModel
 from agents.settings import AgentSettings
+from agents.workflows import AbilityCall, Engine, WorkflowSettings
 from gateway.errors import ConfigError
+from people.cel import CelRunner
 
 log = logging.getLogger(__name__)
 
 HOLDING_REPLY = (
     "Sorry, I'm having trouble answering right now. I've asked a person to follow up with you."
 )
+
+
+class Model(Protocol):
+    """Something that answers a turn: the embedded model, or a LangChain chat model."""
+
+    async def respond(self, turn: TurnInput, call: AbilityCall) -> TurnResult:
+        """Answer one member message. May raise; the runtime turns failures into a holding reply."""
+        ...
 
 
 class Runtime:
@@ -30,10 +49,28 @@ class Runtime:
         agents: tuple[AgentSettings, ...],
         workspace: str,
         models: Mapping[str, Model] | None = None,
+        *,
+        workflows: tuple[WorkflowSettings, ...] = (),
+        region: str = "US",
+        count: Count | None = None,
     ) -> None:
-        """``models`` replaces the model of the agents it names (fault injection in tests)."""
+        """``models`` replaces the model of the agents it names (scripted models in tests)."""
         self._agents = {a.name: a for a in agents}
-        self._models: dict[str, Model] = {a.name: EmbeddedModel(a, workspace) for a in agents}
+        self._cel = CelRunner()
+        self.engine = Engine(workflows, self._cel, region)
+        self._count = count or (lambda name, outcome: None)
+        self._models: dict[str, Model] = {}
+        for agent in agents:
+            if agent.name in (models or {}):
+                continue
+            if agent.model == "embedded":
+                self._models[agent.name] = EmbeddedModel(agent, workspace, self.engine)
+            else:
+                from agents.llm import LangChainModel, chat_model
+
+                self._models[agent.name] = LangChainModel(
+                    agent, workspace, chat_model(agent), self.engine
+                )
         self._models.update(models or {})
 
     def agent(self, name: str) -> AgentSettings:
@@ -42,23 +79,54 @@ class Runtime:
         except KeyError:
             raise ConfigError(f"no agent named '{name}'") from None
 
+    def runner(self, agent_name: str, turn: TurnInput) -> str:
+        """Who runs this turn: the current workflow step's agent, the workflow's, or ours."""
+        if turn.workflow is None:
+            return agent_name
+        workflow = self.engine.workflows.get(turn.workflow.workflow)
+        if workflow is None or not 0 <= turn.workflow.step < len(workflow.steps):
+            return agent_name
+        named = workflow.steps[turn.workflow.step].agent or workflow.agent
+        return named if named in self._agents else agent_name
+
     async def run_turn(self, agent_name: str, turn: TurnInput) -> TurnResult:
         """One reply (or a holding reply and an escalation) for ``turn``."""
-        agent = self.agent(agent_name)
+        self.agent(agent_name)
+        name = self.runner(agent_name, turn)
+        agent = self.agent(name)
+        context = AbilityContext(
+            agent=name,
+            channel=turn.channel,
+            conversation_id=turn.conversation_id,
+            member=turn.member,
+            role=turn.role,
+            abilities=agent.abilities,
+        )
+
+        async def call(ability: str, arguments: Any) -> AbilityResult:
+            return await abilities.call(context, ability, arguments, self._count)
+
         try:
             async with asyncio.timeout(agent.turn_deadline_seconds):
-                return await self._models[agent_name].respond(turn)
+                result = await self._models[name].respond(turn, call)
         except TimeoutError:
-            log.warning(
-                "agent %s missed its %.1fs deadline", agent_name, agent.turn_deadline_seconds
-            )
+            log.warning("agent %s missed its %.1fs deadline", name, agent.turn_deadline_seconds)
             trigger = "agent_timeout"
         except Exception:
             # The runtime is the boundary: whatever the model raised, the member gets an
             # answer and a person is asked to follow up.
-            log.exception("agent %s failed its turn", agent_name)
+            log.exception("agent %s failed its turn", name)
             trigger = "agent_error"
+        else:
+            return (
+                replace(result, meta={**result.meta, "agent": name})
+                if name != agent_name
+                else result
+            )
         return TurnResult(
             replies=(HOLDING_REPLY,),
             escalation=EscalationRequest(reason="the agent could not answer", trigger=trigger),
         )
+
+    async def close(self) -> None:
+        await self._cel.close()

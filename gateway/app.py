@@ -80,7 +80,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     opened = {name: channels.load(name)(cfg, context) for name, cfg in settings.channels.items()}
     supervisor, metrics = Supervisor(), Metrics()
     sessions = session_factory(engine)
-    runtime = state.runtime or Runtime(settings.agents, settings.workspace.name)
+    own_runtime = state.runtime is None
+    runtime = state.runtime or runtime_for(settings, metrics)
     pipeline = Pipeline(sessions, queue, settings, metrics, lambda: deliverer.wake())
     deliverer = Deliverer(
         sessions, opened, settings.gateway, metrics, supervisor, pipeline.defer_to_accepts
@@ -115,7 +116,22 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             await client.aclose()
         await session.close()
         await engine.dispose()
+        if own_runtime:
+            await runtime.close()
         state.running = None
+
+
+def runtime_for(settings: Settings, metrics: Metrics | None = None) -> Runtime:
+    """The agent runtime for ``settings`` (ability calls counted in ``metrics``)."""
+    return Runtime(
+        settings.agents,
+        settings.workspace.name,
+        workflows=settings.workflows,
+        region=settings.workspace.default_region,
+        count=(lambda name, outcome: metrics.abilities.labels(name, outcome).inc())
+        if metrics is not None
+        else None,
+    )
 
 
 async def _start_workers(

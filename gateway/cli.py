@@ -163,28 +163,37 @@ async def token_create(config: Settings, args: argparse.Namespace) -> int:
 
 
 async def chat(config: Settings, agent: str) -> int:
-    from agents.base import TurnInput, Utterance
-    from agents.runtime import Runtime
+    """The agent in a terminal: the same turns as the web chat, kept in memory only."""
+    from dataclasses import replace
 
-    runtime = Runtime(config.agents, config.workspace.name)
+    from agents.base import TurnInput, Utterance
+    from gateway.app import runtime_for
+
+    runtime = runtime_for(config)
     runtime.agent(agent)
-    history: list[Utterance] = []
+    turn = TurnInput(text="", channel="webchat")
     print(f"Talking to {agent} ({config.workspace.name}). Ctrl-D to leave.")
-    while True:
-        try:
-            text = await asyncio.to_thread(input, "you> ")
-        except EOFError:
-            print()
-            return 0
-        result = await runtime.run_turn(
-            agent, TurnInput(text=text, channel="webchat", history=tuple(history))
-        )
-        history.append(Utterance("member", text))
-        for reply in result.replies:
-            print(f"{agent}> {reply}")
-            history.append(Utterance("agent", reply))
-        if result.escalation:
-            print(f"  [handoff requested: {result.escalation.reason}]")
+    try:
+        while True:
+            try:
+                text = await asyncio.to_thread(input, "you> ")
+            except EOFError:
+                print()
+                return 0
+            turn = replace(turn, text=text)
+            result = await runtime.run_turn(agent, turn)
+            history = [*turn.history, Utterance("member", text)]
+            for reply in result.replies:
+                print(f"{agent}> {reply}")
+                history.append(Utterance("agent", reply))
+            for name, value in result.collected.items():
+                print(f"  [recorded {name} = {value!r}]")
+            if result.escalation:
+                print(f"  [handoff requested: {result.escalation.reason}]")
+            workflow = result.workflow.state if result.workflow else turn.workflow
+            turn = replace(turn, history=tuple(history), workflow=workflow)
+    finally:
+        await runtime.close()
 
 
 def _run(args: argparse.Namespace) -> int:

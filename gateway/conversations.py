@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,6 +110,7 @@ class Opened:
     id: int
     status: str
     agent: str | None
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 async def open_many(
@@ -124,14 +126,15 @@ async def open_many(
             Conversation.inbox,
             Conversation.status,
             Conversation.agent,
+            Conversation.data,
         )
         .where(Conversation.member_id.in_(member_ids), Conversation.status != "closed")
         .order_by(Conversation.id)
     )
     found: dict[ConversationKey, Opened] = {}
-    for cid, member_id, channel, inbox, status, agent in rows:
+    for cid, member_id, channel, inbox, status, agent, data in rows:
         if (member_id, channel, inbox) in wanted:
-            found[(member_id, channel, inbox)] = Opened(cid, status, agent)  # newest wins
+            found[(member_id, channel, inbox)] = Opened(cid, status, agent, data or {})  # newest
     missing = [key for key in wanted if key not in found]
     if missing:
         now = utcnow()

@@ -55,5 +55,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.abilities = Counter(
+            "frontdesk_ability_calls",
+            "Ability calls by ability and outcome (ok, refused, invalid)",
+            ["ability", "outcome"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -25,7 +25,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agents.base import TurnInput, TurnResult
+from agents.base import MemberFacts, TurnInput, TurnResult
+from agents.workflows import WorkflowState
 from channels.base import InboundMessage
 from escalation import handoffs
 from gateway import conversations
@@ -33,7 +34,8 @@ from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
 from gateway.metrics import Metrics
 from gateway.settings import Settings
-from people import members
+from people import answers, members
+from people.roles import load_book
 from store import outbox
 from store.engine import insert, insert_rows
 from store.models import Conversation, Inbound, Member, Message, Outbox, table_of, utcnow
@@ -62,6 +64,7 @@ class Turn:
     inbound_id: int
     key: str
     conversation_id: int
+    member_id: int
     channel: str
     inbox: str
     to: str
@@ -81,6 +84,35 @@ async def _oldest_pending(session: AsyncSession, keys: Sequence[str]) -> list[In
     for inbound in rows.scalars():
         oldest.setdefault(inbound.queue_key, inbound)
     return list(oldest.values())
+
+
+def _facts(member: Member) -> MemberFacts:
+    return MemberFacts(
+        id=member.id, kind=member.kind, role=member.role, name=member.name,
+        email=member.email, phone=member.phone, data=dict(member.data or {}),
+    )  # fmt: skip
+
+
+async def _apply_effects(session: AsyncSession, turn: Turn, result: TurnResult) -> None:
+    """What a turn did besides replying: answers, workflow position, a handoff."""
+    if result.collected:
+        await answers.record(session, turn.member_id, result.collected, result.field_types)
+    if result.workflow is None and result.escalation is None:
+        return
+    conversation = await session.get(Conversation, turn.conversation_id)
+    if conversation is None:
+        return
+    if result.workflow is not None:
+        state = result.workflow.state
+        data = {k: v for k, v in (conversation.data or {}).items() if k != "workflow"}
+        if state is not None:
+            data["workflow"] = state.to_json()
+        conversation.data = data
+        conversation.workflow = state.workflow if state is not None else None
+    if result.escalation is not None:
+        await handoffs.request(
+            session, conversation, result.escalation.reason, result.escalation.trigger
+        )
 
 
 def queue_key(message: InboundMessage) -> str:
@@ -198,18 +230,19 @@ class Pipeline:
             {opened[keys[i.id]].id: recorded[i.id] for i in batch},
             self._settings.gateway.history_turns,
         )
-        named = await session.execute(
-            select(Member.id, Member.name).where(Member.id.in_(set(owners.values())))
-        )
-        names = {row.id: row.name for row in named}
+        found = await session.execute(select(Member).where(Member.id.in_(set(owners.values()))))
+        facts = {m.id: _facts(m) for m in found.scalars()}
+        book = await load_book(session, self._settings.roles)
         turns = []
         for i in batch:
             conversation = opened[keys[i.id]]
+            member = facts[keys[i.id][0]]
             turns.append(
                 Turn(
                     inbound_id=i.id,
                     key=i.queue_key,
                     conversation_id=conversation.id,
+                    member_id=member.id,
                     channel=i.channel,
                     inbox=i.inbox,
                     to=i.sender,
@@ -218,8 +251,12 @@ class Pipeline:
                     input=TurnInput(
                         text=i.text,
                         channel=i.channel,
-                        member_name=names.get(keys[i.id][0]),
+                        member_name=member.name,
                         history=past[conversation.id],
+                        member=member,
+                        conversation_id=conversation.id,
+                        workflow=WorkflowState.from_json((conversation.data or {}).get("workflow")),
+                        role=book.get(member.role),
                     ),
                 )
             )
@@ -249,15 +286,8 @@ class Pipeline:
             finished = [(t, r) for t, r in items if t.inbound_id in done and r is not None]
             await self._write_replies(session, finished)
             for turn, result in finished:
-                if result is not None and result.escalation is not None:
-                    conversation = await session.get(Conversation, turn.conversation_id)
-                    if conversation is not None:
-                        await handoffs.request(
-                            session,
-                            conversation,
-                            result.escalation.reason,
-                            result.escalation.trigger,
-                        )
+                if result is not None:
+                    await _apply_effects(session, turn, result)
         return [None] * len(items)
 
     async def _write_replies(

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 import channels
 from agents.settings import AgentSettings
+from agents.workflows import UseAbility, WorkflowSettings
 from channels.base import ChannelSettings
 from gateway.errors import ConfigError, ErrorDetail
 from people.roles import BUILTIN_ROLES, Role
@@ -103,6 +104,7 @@ class Settings(BaseModel):
     gateway: GatewaySettings = GatewaySettings()
     channels: dict[str, SerializeAsAny[ChannelSettings]] = Field(default_factory=dict)
     agents: tuple[AgentSettings, ...] = ()
+    workflows: tuple[WorkflowSettings, ...] = ()
     people: PeopleSettings = PeopleSettings()
     roles: dict[str, Role] = Field(
         default_factory=dict, description="Roles by name; these replace built-ins of that name."
@@ -188,13 +190,65 @@ def _cross_check(settings: Settings) -> list[ErrorDetail]:
     for i, agent in enumerate(settings.agents):
         if [a.name for a in settings.agents].index(agent.name) != i:
             errors.append(ErrorDetail(f"agents[{i}].name", f"duplicate agent name '{agent.name}'"))
+    known = ", ".join(sorted(agents)) or "none defined"
     for name, section in settings.channels.items():
         agent_name = section.agent
         if agent_name not in agents:
-            known = ", ".join(sorted(agents)) or "none defined"
             errors.append(
                 ErrorDetail(f"channels.{name}.agent", f"no agent named '{agent_name}' ({known})")
             )
+    errors.extend(_check_workflows(settings, agents, known))
+    return errors
+
+
+def _check_workflows(settings: Settings, agents: set[str], known: str) -> list[ErrorDetail]:
+    errors = []
+    names = [w.name for w in settings.workflows]
+    for i, workflow in enumerate(settings.workflows):
+        where = f"workflows[{i}]"
+        if names.index(workflow.name) != i:
+            errors.append(ErrorDetail(f"{where}.name", f"duplicate workflow '{workflow.name}'"))
+        if workflow.agent is not None and workflow.agent not in agents:
+            errors.append(
+                ErrorDetail(f"{where}.agent", f"no agent named '{workflow.agent}' ({known})")
+            )
+        for j, step in enumerate(workflow.steps):
+            if step.agent is not None and step.agent not in agents:
+                errors.append(
+                    ErrorDetail(
+                        f"{where}.steps[{j}].agent", f"no agent named '{step.agent}' ({known})"
+                    )
+                )
+            if isinstance(step, UseAbility):
+                runners = {step.agent or workflow.agent} - {None} or {
+                    a.name for a in settings.agents if workflow.name in a.workflows
+                }
+                lacking = sorted(
+                    a.name
+                    for a in settings.agents
+                    if a.name in runners and step.ability not in a.abilities
+                )
+                if lacking:
+                    errors.append(ErrorDetail(
+                        f"{where}.steps[{j}].ability",
+                        f"'{step.ability}' is not among the abilities of {', '.join(lacking)}",
+                    ))  # fmt: skip
+    for i, agent in enumerate(settings.agents):
+        for j, name in enumerate(agent.workflows):
+            if name not in names:
+                listed = ", ".join(sorted(names)) or "none defined"
+                errors.append(
+                    ErrorDetail(
+                        f"agents[{i}].workflows[{j}]", f"no workflow named '{name}' ({listed})"
+                    )
+                )
+        for j, channel in enumerate(agent.channels):
+            if channel not in settings.channels:
+                errors.append(
+                    ErrorDetail(
+                        f"agents[{i}].channels[{j}]", f"channel '{channel}' is not configured"
+                    )
+                )
     return errors
 
 

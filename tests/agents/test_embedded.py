@@ -83,12 +83,12 @@ async def test_thanks_gets_a_polite_reply() -> None:
 
 
 class _Failing:
-    async def respond(self, turn: TurnInput) -> TurnResult:
+    async def respond(self, turn: TurnInput, call: object) -> TurnResult:
         raise RuntimeError("provider exploded")
 
 
 class _Slow:
-    async def respond(self, turn: TurnInput) -> TurnResult:
+    async def respond(self, turn: TurnInput, call: object) -> TurnResult:
         await asyncio.sleep(60)
         return TurnResult(replies=("too late",))
 

@@ -87,7 +87,7 @@ async def test_rejected_webhooks_log_no_signature_token_or_body(
 
 
 class _Broken:
-    async def respond(self, turn: TurnInput) -> TurnResult:
+    async def respond(self, turn: TurnInput, call: object) -> TurnResult:
         raise ConnectionError("model provider unreachable")
 
 

@@ -92,7 +92,7 @@ def test_every_error_is_reported_with_its_yaml_path() -> None:
     assert "channels.sms.agent: Field required" in errors
     assert any(e.startswith("workspace.default_region:") for e in errors)
     assert "workspace.timezone: unknown time zone 'Mars/Olympus'" in errors
-    assert "agents[1].model: unknown provider 'foo'" in errors
+    assert any(e.startswith("agents[1].model: unknown provider 'foo' (known: ") for e in errors)
     assert "surprise: Extra inputs are not permitted" in errors
 
 

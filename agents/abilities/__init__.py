@@ -1,0 +1,134 @@
+"""Abilities (DESIGN §8): what an agent can do beyond talking. One module each; a registry.
+
+An ability module defines a class with ``name``, ``description`` (for the model),
+``settings_model`` (its YAML settings under ``agents[].abilities.<name>``), ``arguments``
+(a pydantic model: the tool's JSON schema, and what every call is validated against) and
+``async run(context, arguments) -> AbilityResult``. Adding one is that module plus one line
+in ``REGISTRY``.
+
+Every call goes through ``call``, which checks, inside the ability and not only by hiding
+the tool from the model, that the agent has the ability and that the conversation's role
+permits it; it logs the call and counts it in metrics. An ability never runs with more
+than the conversation grants: a customer's conversation grants what the customer's role
+grants (for a contact, nothing beyond itself).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from agents.base import EscalationRequest, MemberFacts
+from people.roles import Need, Role, allows
+
+log = logging.getLogger(__name__)
+
+REGISTRY: dict[str, str] = {
+    "supervisor_escalation": "agents.abilities.supervisor_escalation",
+}
+# Named by DESIGN §8; each arrives with its own module.
+PLANNED = ("web_search", "calendar_booking", "file_access", "data_query", "phone_controls",
+           "custom_tool")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AbilityContext:
+    """Who an ability acts for: the conversation, its member and the role it grants."""
+
+    agent: str
+    channel: str
+    conversation_id: int | None
+    member: MemberFacts | None
+    role: Role
+    abilities: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # granted -> settings
+
+
+@dataclass(frozen=True)
+class AbilityResult:
+    """What the model (or the workflow) gets back, and any hand-off it asked for."""
+
+    text: str
+    escalation: EscalationRequest | None = None
+    refused: bool = False
+
+
+class Ability(Protocol):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    settings_model: ClassVar[type[BaseModel]]
+    arguments: ClassVar[type[BaseModel]]
+    need: ClassVar[Need]  # what the conversation's role must allow (Need() for nothing)
+
+    async def run(self, context: AbilityContext, arguments: BaseModel) -> AbilityResult: ...
+
+
+def load(name: str) -> Ability:
+    module = importlib.import_module(REGISTRY[name])
+    ability: Ability = module.ABILITY
+    return ability
+
+
+def check_abilities(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Validate ``agents[].abilities``: known names, each with valid settings."""
+    problems = []
+    checked: dict[str, dict[str, Any]] = {}
+    for name, settings in raw.items():
+        if name in PLANNED:
+            problems.append(f"ability '{name}' is not available in this version yet")
+            continue
+        if name not in REGISTRY:
+            known = ", ".join(sorted(REGISTRY))
+            problems.append(f"unknown ability '{name}' (known: {known})")
+            continue
+        try:
+            model = load(name).settings_model.model_validate(settings)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                where = ".".join(str(p) for p in error["loc"])
+                problems.append(f"{name}.{where}: {error['msg']}")
+            continue
+        checked[name] = model.model_dump()
+    if problems:
+        raise ValueError("; ".join(problems))
+    return checked
+
+
+Count = Callable[[str, str], None]  # (ability, outcome) -> count it
+
+
+def _no_count(name: str, outcome: str) -> None:
+    return None
+
+
+async def call(
+    context: AbilityContext, name: str, raw_arguments: Any, count: Count = _no_count
+) -> AbilityResult:
+    """Run ability ``name`` for ``context`` -- if the agent has it and the role allows it."""
+    if name not in context.abilities or name not in REGISTRY:
+        log.warning("agent %s asked for ability %s it does not have", context.agent, name)
+        count(name if name in REGISTRY else "unknown", "refused")
+        return AbilityResult(f"'{name}' is not something I can do here.", refused=True)
+    ability = load(name)
+    if not allows(context.role, ability.need):
+        log.warning("ability %s refused: the conversation's role does not allow it", name)
+        count(name, "refused")
+        return AbilityResult(f"I'm not allowed to use {name} in this conversation.", refused=True)
+    try:
+        arguments = ability.arguments.model_validate(raw_arguments or {})
+    except ValidationError as exc:
+        count(name, "invalid")
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        return AbilityResult(f"Invalid arguments for {name}: {problems}", refused=True)
+    result = await ability.run(context, arguments)
+    count(name, "refused" if result.refused else "ok")
+    log.info("ability %s ran for conversation %s%s", name, context.conversation_id,
+             " (refused)" if result.refused else "")  # fmt: skip
+    return result

@@ -1,0 +1,234 @@
+"""CEL expressions (cel-python): checked when the YAML loads, evaluated in a worker process.
+
+Workflows validate answers and choose branches with CEL, and qualifications grade with it.
+cel-python has no cost limit, no timeout and no depth limit (a few nested ``map`` macros run
+for seconds; ~60 nested parentheses overflow Python's stack), so an expression is held to
+static limits before it is parsed, and is evaluated in a separate process with a memory cap
+and a deadline: an expression that overruns it kills that process, not ours, and fails
+with ``CelFailed`` (a new worker starts for the next one).
+
+A problem in an expression names where it is: ``line 1, column 14: ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import celpy
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
+
+log = logging.getLogger(__name__)
+
+MAX_LENGTH = 1000
+MAX_NESTING = 12  # brackets of any kind, one inside another
+MAX_MACROS = 3
+MACROS = ("map", "filter", "all", "exists", "exists_one")
+DEADLINE_SECONDS = 1.0
+STARTUP_SECONDS = 10.0  # a new worker's first answer may also wait for Python to start
+WORKER_MEMORY_BYTES = 512 * 1024 * 1024
+
+_MACRO_CALL = re.compile(r"\.\s*(?:" + "|".join(MACROS) + r")\s*\(")
+_STRINGS = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"", re.S)
+
+
+class CelProblem(ValueError):
+    """An expression that cannot be used, and where (1-based line and column, if known)."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        self.message, self.line, self.column = message, line, column
+        where = f"line {line}, column {column}: " if line is not None else ""
+        super().__init__(f"{where}{message}")
+
+
+class CelFailed(RuntimeError):
+    """Evaluating an expression failed: an error in it, or it overran its deadline."""
+
+
+def _limits(expression: str) -> None:
+    if len(expression) > MAX_LENGTH:
+        raise CelProblem(f"longer than {MAX_LENGTH} characters")
+    code = _STRINGS.sub('""', expression)  # brackets inside string literals do not nest
+    depth = 0
+    for index, char in enumerate(code):
+        depth += 1 if char in "([{" else -1 if char in ")]}" else 0
+        if depth > MAX_NESTING:
+            line = code.count("\n", 0, index) + 1
+            column = index - (code.rfind("\n", 0, index) + 1) + 1
+            raise CelProblem(f"nested deeper than {MAX_NESTING} brackets", line, column)
+    if len(_MACRO_CALL.findall(code)) > MAX_MACROS:
+        raise CelProblem(f"more than {MAX_MACROS} of {', '.join(MACROS)}")
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    """One Environment per process (creating it sets the recursion limit to 2500)."""
+    return celpy.Environment()
+
+
+@lru_cache(maxsize=512)
+def parse(expression: str) -> Any:
+    """The parse tree of ``expression``; ``CelProblem`` if it is not usable CEL."""
+    _limits(expression)
+    if not expression.strip():
+        raise CelProblem("the expression is empty")
+    try:
+        return _environment().compile(expression)
+    except CELParseError as exc:
+        detail = str(exc.args[0]).strip().splitlines()[0] if exc.args else "syntax error"
+        raise CelProblem(f"not valid CEL ({detail})", exc.line, exc.column) from None
+    except RecursionError:
+        raise CelProblem("too deeply nested") from None
+
+
+def names(expression: str) -> set[str]:
+    """The variables ``expression`` reads (its free identifiers, macro variables excluded)."""
+    tree = parse(expression)
+    found: set[str] = set()
+    bound: set[str] = set()
+    for node in tree.iter_subtrees():
+        if node.data == "member_dot_arg" and str(node.children[1]) in MACROS:
+            args = node.children[2]
+            if args is not None and args.children:  # map(x, ...): x is the macro's own
+                bound |= {str(s.children[0]) for s in args.children[0].iter_subtrees()
+                          if s.data == "ident"}  # fmt: skip
+        if node.data == "ident":
+            found.add(str(node.children[0]))
+    return found - bound
+
+
+def fields_read(expression: str, root: str) -> set[str]:
+    """The ``root.<name>`` fields ``expression`` reads (``fields.email`` -> ``email``)."""
+    found = set()
+    for node in parse(expression).iter_subtrees():
+        if node.data != "member_dot":
+            continue
+        inner, name = node.children
+        primary: Any = inner.children[0] if inner.children else None
+        ident: Any = primary.children[0] if primary is not None and primary.children else None
+        if getattr(ident, "data", None) == "ident" and str(ident.children[0]) == root:
+            found.add(str(name))
+    return found
+
+
+def check(expression: str, allowed: set[str]) -> None:
+    """Parse ``expression`` and insist it reads only the variables in ``allowed``."""
+    unknown = names(expression) - allowed
+    if unknown:
+        raise CelProblem(
+            f"unknown name {', '.join(sorted(unknown))} (available: {', '.join(sorted(allowed))})"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """A CEL value as plain JSON-like Python (bool before int: CEL's bool is an int)."""
+    if isinstance(value, celpy.celtypes.BoolType):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None:
+        return None
+    return str(value)
+
+
+def _serve(connection: Connection) -> None:  # pragma: no cover - runs in the worker process
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    env = _environment()
+    programs: dict[str, Any] = {}
+    while True:
+        try:
+            expression, activation = connection.recv()
+        except EOFError:
+            return
+        try:
+            program = programs.get(expression)
+            if program is None:
+                program = programs[expression] = env.program(parse(expression))
+            result = program.evaluate({k: json_to_cel(v) for k, v in activation.items()})
+            if isinstance(result, CELEvalError):
+                raise result
+            connection.send(("ok", _plain(result)))
+        except CELEvalError as exc:
+            connection.send(("error", str(exc.args[0]) if exc.args else "evaluation failed"))
+        except (CelProblem, MemoryError, RecursionError, TypeError, ValueError) as exc:
+            connection.send(("error", str(exc) or type(exc).__name__))
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    connection: Connection
+    warm: bool = False  # has answered once (the first answer waits for cel-python to load)
+
+
+class CelRunner:
+    """Evaluates expressions one at a time in a worker process, each within a deadline."""
+
+    def __init__(self, deadline: float = DEADLINE_SECONDS) -> None:
+        self._deadline = deadline
+        self._worker: _Worker | None = None
+        self._lock = asyncio.Lock()
+
+    def _start(self) -> _Worker:
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_serve, args=(theirs,), daemon=True, name="cel")
+        process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    def _call(self, expression: str, activation: Mapping[str, Any]) -> tuple[str, Any]:
+        if self._worker is None or not self._worker.process.is_alive():
+            self._worker = self._start()
+        worker = self._worker
+        worker.connection.send((expression, dict(activation)))
+        if worker.connection.poll(self._deadline + (0 if worker.warm else STARTUP_SECONDS)):
+            with contextlib.suppress(EOFError, OSError):  # the worker died: out of memory
+                answer: tuple[str, Any] = worker.connection.recv()
+                worker.warm = True
+                return answer
+            self._stop()
+            return ("error", "the expression used too much memory")
+        self._stop()
+        return ("error", f"took longer than {self._deadline:g}s")
+
+    async def evaluate(self, expression: str, activation: Mapping[str, Any]) -> Any:
+        """``expression``'s value over ``activation`` (JSON-like values); ``CelFailed`` if not."""
+        parse(expression)
+        async with self._lock:
+            status, value = await asyncio.to_thread(self._call, expression, activation)
+        if status != "ok":
+            raise CelFailed(value)
+        return value
+
+    def _stop(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.connection.close()
+            worker.process.kill()
+            worker.process.join(timeout=5)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._stop)
