@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agents import abilities
 from agents.abilities import AbilityContext, AbilityResult, Count
@@ -25,6 +25,9 @@ from agents.settings import AgentSettings
 from agents.workflows import AbilityCall, Engine, WorkflowSettings
 from gateway.errors import ConfigError
 from people.cel import CelRunner
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +56,26 @@ class Runtime:
         workflows: tuple[WorkflowSettings, ...] = (),
         region: str = "US",
         count: Count | None = None,
+        chat_models: Mapping[str, BaseChatModel] | None = None,
     ) -> None:
-        """``models`` replaces the model of the agents it names (scripted models in tests)."""
+        """``models`` replaces the model of the agents it names (fault injection in tests);
+        ``chat_models`` gives agents a LangChain chat model of the caller's (a scripted one)."""
         self._agents = {a.name: a for a in agents}
         self._cel = CelRunner()
         self.engine = Engine(workflows, self._cel, region)
         self._count = count or (lambda name, outcome: None)
         self._models: dict[str, Model] = {}
+        chat_models = chat_models or {}
         for agent in agents:
             if agent.name in (models or {}):
                 continue
-            if agent.model == "embedded":
+            if agent.model == "embedded" and agent.name not in chat_models:
                 self._models[agent.name] = EmbeddedModel(agent, workspace, self.engine)
             else:
-                from agents.llm import LangChainModel, chat_model
+                from agents.llm import LangChainModel, chat_model  # LangChain loads only if used
 
-                self._models[agent.name] = LangChainModel(
-                    agent, workspace, chat_model(agent), self.engine
-                )
+                model = chat_models.get(agent.name) or chat_model(agent)
+                self._models[agent.name] = LangChainModel(agent, workspace, model, self.engine)
         self._models.update(models or {})
 
     def agent(self, name: str) -> AgentSettings:

@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import redis.asyncio as redis
@@ -121,8 +122,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         state.running = None
 
 
-def runtime_for(settings: Settings, metrics: Metrics | None = None) -> Runtime:
-    """The agent runtime for ``settings`` (ability calls counted in ``metrics``)."""
+def runtime_for(settings: Settings, metrics: Metrics | None = None, **options: Any) -> Runtime:
+    """The agent runtime for ``settings`` (ability calls counted in ``metrics``); ``options``
+    go to ``Runtime`` (tests give scripted chat models)."""
     return Runtime(
         settings.agents,
         settings.workspace.name,
@@ -131,6 +133,7 @@ def runtime_for(settings: Settings, metrics: Metrics | None = None) -> Runtime:
         count=(lambda name, outcome: metrics.abilities.labels(name, outcome).inc())
         if metrics is not None
         else None,
+        **options,
     )
 
 
