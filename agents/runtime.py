@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from agents import abilities
 from agents.abilities import AbilityContext, AbilityResult, Count
 from agents.base import EscalationRequest, TurnInput, TurnResult
@@ -55,6 +57,7 @@ class Runtime:
         *,
         workflows: tuple[WorkflowSettings, ...] = (),
         region: str = "US",
+        timezone: str = "UTC",
         count: Count | None = None,
         chat_models: Mapping[str, BaseChatModel] | None = None,
     ) -> None:
@@ -62,8 +65,10 @@ class Runtime:
         ``chat_models`` gives agents a LangChain chat model of the caller's (a scripted one)."""
         self._agents = {a.name: a for a in agents}
         self._cel = CelRunner()
-        self.engine = Engine(workflows, self._cel, region)
+        self.engine = Engine(workflows, self._cel, region, timezone)
         self._count = count or (lambda name, outcome: None)
+        self._timezone = timezone
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._models: dict[str, Model] = {}
         chat_models = chat_models or {}
         for agent in agents:
@@ -77,6 +82,16 @@ class Runtime:
                 model = chat_models.get(agent.name) or chat_model(agent)
                 self._models[agent.name] = LangChainModel(agent, workspace, model, self.engine)
         self._models.update(models or {})
+
+    async def warm_up(self) -> None:
+        """Start the CEL worker now if any workflow uses CEL, not in a member's first turn."""
+        steps = [s for w in self.engine.workflows.values() for s in w.steps]
+        if any(getattr(s, "validate_", None) or getattr(s, "branch", None) for s in steps):
+            await self._cel.evaluate("true", {})
+
+    def use_store(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Give abilities that keep records (bookings) the store to keep them in."""
+        self._sessions = sessions
 
     def agent(self, name: str) -> AgentSettings:
         try:
@@ -106,6 +121,8 @@ class Runtime:
             member=turn.member,
             role=turn.role,
             abilities=agent.abilities,
+            sessions=self._sessions,
+            timezone=self._timezone,
         )
 
         async def call(ability: str, arguments: Any) -> AbilityResult:

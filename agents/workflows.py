@@ -27,8 +27,9 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -40,11 +41,13 @@ from people.identities import to_e164, to_email
 
 log = logging.getLogger(__name__)
 
-FieldType = Literal["text", "email", "phone", "number", "date", "choice"]
+FieldType = Literal["text", "email", "phone", "number", "date", "time", "choice"]
 Id = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 MAX_ATTEMPTS = 3
 MAX_ANSWER = 1000
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_CLOCK = re.compile(r"^\s*(\d{1,2})(?:[:.h](\d{2}))?\s*(am|pm|a\.m\.|p\.m\.)?\s*$", re.IGNORECASE)
 _DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y", "%m/%d/%y", "%d %b %Y", "%d %B %Y", "%b %d %Y",
                  "%B %d %Y", "%b %d, %Y", "%B %d, %Y")  # fmt: skip
 
@@ -105,6 +108,9 @@ class UseAbility(_Step):
     ability: str
     args: dict[str, str] = Field(default_factory=dict)
     save_as: Id | None = Field(default=None, description="A field to keep the result in.")
+    on_failure: Id | None = Field(
+        default=None, description="Step to go back to (saying why) when the ability refuses."
+    )
 
 
 class Handoff(_Step):
@@ -177,6 +183,8 @@ class WorkflowSettings(BaseModel):
                     problems += _unknown(f"{where}.branch[{j}].when", read, fields)
             elif isinstance(step, UseAbility):
                 texts.extend(step.args.values())
+                if step.on_failure is not None and step.on_failure not in ids:
+                    problems.append(f"{where}.on_failure: no step with id '{step.on_failure}'")
             for text in texts:
                 problems += _unknown(where, set(_PLACEHOLDER.findall(text)), fields)
         if problems:
@@ -241,7 +249,7 @@ def _show(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def typed(step: Ask, raw: str, region: str) -> Any:
+def typed(step: Ask, raw: str, region: str, today: date | None = None) -> Any:
     """The answer as its field type; ``ValidationFailed`` (a sentence) if it is not one."""
     text = raw.strip()
     if not text:
@@ -259,13 +267,26 @@ def typed(step: Ask, raw: str, region: str) -> Any:
             raise ValidationFailed(f"'{text}' is not a number.") from None
         return int(number) if number.is_integer() else number
     if step.type == "date":
-        return _date(text).isoformat()
+        return _date(text, today or date.today()).isoformat()
+    if step.type == "time":
+        clock = parse_clock(text)
+        if clock is None:
+            raise ValidationFailed(f"'{text}' is not a time I understand (try 10:30 or 2pm).")
+        return clock.strftime("%H:%M")
     if step.type == "choice":
         return _choice(step.choices, text)
     return text
 
 
-def _date(text: str) -> date:
+def _date(text: str, today: date) -> date:
+    """ISO and common written dates; also today, tomorrow and weekday names (the next one)."""
+    words = text.lower().strip(" .!").removeprefix("on ").removeprefix("next ").strip()
+    relative = {"today": 0, "tomorrow": 1, "the day after tomorrow": 2}
+    if words in relative:
+        return today + timedelta(days=relative[words])
+    for number, name in enumerate(_WEEKDAYS):
+        if words in (name, name[:3]):
+            return today + timedelta(days=(number - today.weekday() - 1) % 7 + 1)
     cleaned = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text.replace(",", ", ")).strip()
     cleaned = re.sub(r"\s+", " ", cleaned)
     for form in _DATE_FORMATS:
@@ -274,6 +295,20 @@ def _date(text: str) -> date:
         except ValueError:
             continue
     raise ValidationFailed(f"'{text}' is not a date I understand (try 2026-12-03).")
+
+
+def parse_clock(text: str) -> time | None:
+    """``10``, ``10am``, ``2:30 pm``, ``14:30`` -> a time; None if it is not one."""
+    match = _CLOCK.match(text)
+    if not match:
+        return None
+    hour, minute = int(match.group(1)), int(match.group(2) or 0)
+    half = (match.group(3) or "").lower().replace(".", "")
+    if half == "pm" and hour < 12:
+        hour += 12
+    elif half == "am" and hour == 12:
+        hour = 0
+    return time(hour, minute) if hour < 24 and minute < 60 else None
 
 
 def _choice(choices: tuple[str, ...], text: str) -> str:
@@ -295,10 +330,12 @@ class Engine:
         workflows: tuple[WorkflowSettings, ...],
         runner: cel.CelRunner,
         region: str,
+        timezone: str = "UTC",
     ) -> None:
         self.workflows = {w.name: w for w in workflows}
         self._cel = runner
         self._region = region
+        self._zone = ZoneInfo(timezone)
 
     async def start(self, name: str, call: AbilityCall | None = None) -> Progress:
         state = WorkflowState(name, 0, dict.fromkeys(sorted(self.workflows[name].fields())))
@@ -332,7 +369,7 @@ class Engine:
     async def check(self, step: Ask, text: str, fields: Mapping[str, Any]) -> str | tuple[Any]:
         """``(value,)`` for an acceptable answer, else the sentence that says why not."""
         try:
-            value = typed(step, text, self._region)
+            value = typed(step, text, self._region, datetime.now(self._zone).date())
         except ValidationFailed as exc:
             return f"{exc.message.rstrip('.')}."
         if step.validate_:
@@ -398,6 +435,11 @@ class Engine:
                     raise RuntimeError(f"workflow {workflow.name} calls {step.ability} unwired")
                 args = {k: fill(v, state.fields) for k, v in step.args.items()}
                 result = await call(step.ability, args)
+                if result.refused and step.on_failure is not None:
+                    progress.replies.append(result.text)
+                    state = WorkflowState(state.workflow, workflow.index(step.on_failure),
+                                          state.fields)  # fmt: skip
+                    continue
                 if result.refused or result.escalation is not None:
                     progress.replies.append(result.text)
                     progress.escalation = result.escalation or EscalationRequest(

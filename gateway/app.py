@@ -83,6 +83,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     sessions = session_factory(engine)
     own_runtime = state.runtime is None
     runtime = state.runtime or runtime_for(settings, metrics)
+    runtime.use_store(sessions)
+    await runtime.warm_up()
     pipeline = Pipeline(sessions, queue, settings, metrics, lambda: deliverer.wake())
     deliverer = Deliverer(
         sessions, opened, settings.gateway, metrics, supervisor, pipeline.defer_to_accepts
@@ -130,6 +132,7 @@ def runtime_for(settings: Settings, metrics: Metrics | None = None, **options: A
         settings.workspace.name,
         workflows=settings.workflows,
         region=settings.workspace.default_region,
+        timezone=settings.workspace.timezone,
         count=(lambda name, outcome: metrics.abilities.labels(name, outcome).inc())
         if metrics is not None
         else None,

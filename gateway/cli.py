@@ -163,17 +163,36 @@ async def token_create(config: Settings, args: argparse.Namespace) -> int:
 
 
 async def chat(config: Settings, agent: str) -> int:
-    """The agent in a terminal: the same turns as the web chat, kept in memory only."""
+    """The agent in a terminal: the same turns as the web chat, as a new anonymous member of
+    the workspace's store (so abilities that keep records, like bookings, work); the
+    conversation itself is kept in memory only."""
     from dataclasses import replace
 
-    from agents.base import TurnInput, Utterance
+    from agents.base import MemberFacts, TurnInput, Utterance
     from gateway.app import runtime_for
+    from people.roles import load_book
+    from store.engine import create_engine, session_factory
+    from store.migrate import upgrade
+    from store.models import Member, utcnow
 
+    if agent not in {a.name for a in config.agents}:
+        raise ConfigError(f"no agent named '{agent}'")
+    await upgrade(config.storage.database_url)
+    engine = create_engine(config.storage.database_url)
     runtime = runtime_for(config)
-    runtime.agent(agent)
-    turn = TurnInput(text="", channel="webchat")
-    print(f"Talking to {agent} ({config.workspace.name}). Ctrl-D to leave.")
     try:
+        sessions = session_factory(engine)
+        async with sessions.begin() as session:
+            member = Member(kind="anonymous", role="contact", data={}, created_at=utcnow())
+            session.add(member)
+            await session.flush()
+            role = (await load_book(session, config.roles)).get(member.role)
+            facts = MemberFacts(id=member.id, kind=member.kind, role=member.role)
+        runtime.use_store(sessions)
+        turn = TurnInput(text="", channel="webchat", member=facts, role=role)
+        print(
+            f"Talking to {agent} ({config.workspace.name}) as member {facts.id}. Ctrl-D to leave."
+        )
         while True:
             try:
                 text = await asyncio.to_thread(input, "you> ")
@@ -194,6 +213,7 @@ async def chat(config: Settings, agent: str) -> int:
             turn = replace(turn, history=tuple(history), workflow=workflow)
     finally:
         await runtime.close()
+        await engine.dispose()
 
 
 def _run(args: argparse.Namespace) -> int:

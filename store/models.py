@@ -292,3 +292,35 @@ class Handoff(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Booking(Base):
+    """An appointment a member booked through an agent (``calendar_booking``).
+
+    At most one booked appointment per calendar and start time: the partial unique index
+    is what stops two conversations taking the same slot at once.
+    """
+
+    __tablename__ = "bookings"
+    __table_args__ = (
+        Index(
+            "uq_bookings_slot",
+            "calendar",
+            "starts_at",
+            unique=True,
+            sqlite_where=text("status = 'booked'"),
+            postgresql_where=text("status = 'booked'"),
+        ),
+        Index("ix_bookings_member", "member_id", "status"),
+        Index("ix_bookings_conversation", "conversation_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    calendar: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="booked")  # booked | cancelled
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import EscalationRequest, MemberFacts
 from people.roles import Need, Role, allows
@@ -30,9 +31,12 @@ log = logging.getLogger(__name__)
 
 REGISTRY: dict[str, str] = {
     "supervisor_escalation": "agents.abilities.supervisor_escalation",
+    "calendar_booking": "agents.abilities.calendar_booking",
+    "data_query": "agents.abilities.data_query",
+    "file_access": "agents.abilities.file_access",
 }
 # Named by DESIGN §8; each arrives with its own module.
-PLANNED = ("web_search", "calendar_booking", "file_access", "data_query", "phone_controls",
+PLANNED = ("web_search", "phone_controls",
            "custom_tool")  # fmt: skip
 
 
@@ -46,6 +50,8 @@ class AbilityContext:
     member: MemberFacts | None
     role: Role
     abilities: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # granted -> settings
+    sessions: async_sessionmaker[AsyncSession] | None = None  # the store, where there is one
+    timezone: str = "UTC"  # the workspace's
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,8 @@ def check_abilities(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
             model = load(name).settings_model.model_validate(settings)
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
-                where = ".".join(str(p) for p in error["loc"])
-                problems.append(f"{name}.{where}: {error['msg']}")
+                where = ".".join(str(p) for p in (name, *error["loc"]))
+                problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
             continue
         checked[name] = model.model_dump()
     if problems:

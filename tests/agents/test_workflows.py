@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import date, timedelta
 from typing import Any
 
+import holidays
 import pytest
 from sqlalchemy import select
 
@@ -16,7 +18,7 @@ from gateway.app import runtime_for
 from gateway.errors import ConfigError
 from gateway.settings import Settings, from_mapping
 from people import cel
-from store.models import Conversation, Handoff, Identity, Member
+from store.models import Booking, Conversation, Handoff, Identity, Member
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Gateway, make_config, make_settings, receive
 
@@ -150,9 +152,8 @@ def test_check_config_names_the_path_of_each_workflow_problem(sqlite_url: str) -
     validate = next(e for e in errors if e.startswith("workflows[0].steps[1]"))
     assert validate.startswith("workflows[0].steps[1].ask: validate: line 1, column 14: not valid")
     assert any(e.startswith("workflows[0].steps[9]") and "exactly one of" in e for e in errors)
-    assert (
-        "agents[0].abilities: unknown ability 'teleport' (known: supervisor_escalation)" in errors
-    )
+    known = "calendar_booking, supervisor_escalation"
+    assert f"agents[0].abilities: unknown ability 'teleport' (known: {known})" in errors
     assert (
         "agents[1].model: model 'anthropic:claude-sonnet-4-5' needs the langchain-anthropic "
         "package: pip install 'frontdesk[anthropic]'" in errors
@@ -277,13 +278,35 @@ async def test_a_web_chat_workflow_can_end_in_a_handoff(
         await ws.close()
 
 
-def test_the_demo_workspace_ships_an_intake_workflow() -> None:
+async def test_the_demo_intake_books_a_slot_in_the_web_chat(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    """The shipped config/frontdesk.yaml, no keys: name, reason, email, a day, a slot."""
     from gateway.settings import load
 
-    settings = load(env={})
-    [intake] = [w for w in settings.workflows if w.name == "intake"]
-    assert "intake" in settings.agents[0].workflows
-    assert {"name", "reason", "email"} <= intake.fields()
+    settings = load(env={"FRONTDESK_DATABASE_URL": sqlite_url})
+    day = date.today() + timedelta(days=3)
+    while day.weekday() >= 5 or day in holidays.country_holidays("US", years=day.year):
+        day += timedelta(days=1)
+    async with Gateway.running(settings, twilio[0]) as gw:
+        ws = await gw.chat()
+        await ws.send_json({"type": "hello"})
+        await receive(ws, "welcome")
+        said: list[str] = []
+        for i, text in enumerate(("Hi! I'm a new patient", "Ann Archer", "cleaning",
+                                  "ann@example.com", day.isoformat(), "10am")):  # fmt: skip
+            await ws.send_json({"type": "message", "text": text, "client_id": f"c{i}"})
+            await receive(ws, "ack")
+            said.append((await receive(ws, "message"))["text"])
+            if said[-1].startswith(("Free times", "Booked")):
+                said.append((await receive(ws, "message"))["text"])
+        await ws.close()
+        [ann] = await gw.all(select(Member).where(Member.email == "ann@example.com"))
+        [booking] = await gw.all(select(Booking))
+    assert said[4].startswith(f"Free times on {day.strftime('%A %B ')}{day.day}: ")
+    assert said[-2].startswith(f"Booked: {day.strftime('%A %B ')}{day.day} at 10 AM")
+    assert said[-1].startswith("Thank you, Ann Archer!")
+    assert (ann.name, ann.data["reason"], booking.member_id) == ("Ann Archer", "cleaning", ann.id)
 
 
 def test_make_settings_still_works_without_workflows(sqlite_url: str) -> None:
