@@ -148,11 +148,13 @@ class SimilarityIndex:
         norm = math.sqrt(sum(x * x for x in vector.values())) or 1.0
         return {t: x / norm for t, x in vector.items()}
 
-    def best(self, query: str) -> tuple[int, float] | None:
-        """The index and score of the closest document, or None when nothing is shared."""
-        if not self._vectors:
-            return None
+    def ranked(self, query: str) -> list[tuple[int, float]]:
+        """Every document's (index, score), best first."""
         q = self._weigh(features(query))
         scores = [sum(x * doc.get(t, 0.0) for t, x in q.items()) for doc in self._vectors]
-        index = max(range(len(scores)), key=scores.__getitem__)
-        return (index, scores[index]) if scores[index] > 0 else None
+        return sorted(enumerate(scores), key=lambda pair: (-pair[1], pair[0]))
+
+    def best(self, query: str) -> tuple[int, float] | None:
+        """The index and score of the closest document, or None when nothing is shared."""
+        ranked = self.ranked(query) if self._vectors else []
+        return ranked[0] if ranked and ranked[0][1] > 0 else None

@@ -191,12 +191,19 @@ def _cross_check(settings: Settings) -> list[ErrorDetail]:
         if [a.name for a in settings.agents].index(agent.name) != i:
             errors.append(ErrorDetail(f"agents[{i}].name", f"duplicate agent name '{agent.name}'"))
     known = ", ".join(sorted(agents)) or "none defined"
+    deployed = {a.name: a.channels for a in settings.agents if a.channels}
     for name, section in settings.channels.items():
         agent_name = section.agent
         if agent_name not in agents:
             errors.append(
                 ErrorDetail(f"channels.{name}.agent", f"no agent named '{agent_name}' ({known})")
             )
+        elif agent_name in deployed and name not in deployed[agent_name]:
+            listed = ", ".join(deployed[agent_name])
+            errors.append(ErrorDetail(
+                f"channels.{name}.agent",
+                f"agent '{agent_name}' is not deployed to {name} (its channels: {listed})",
+            ))  # fmt: skip
     errors.extend(_check_workflows(settings, agents, known))
     return errors
 

@@ -34,10 +34,11 @@ REGISTRY: dict[str, str] = {
     "calendar_booking": "agents.abilities.calendar_booking",
     "data_query": "agents.abilities.data_query",
     "file_access": "agents.abilities.file_access",
+    "web_search": "agents.abilities.web_search",
+    "custom_tool": "agents.abilities.custom_tool",
 }
 # Named by DESIGN §8; each arrives with its own module.
-PLANNED = ("web_search", "phone_controls",
-           "custom_tool")  # fmt: skip
+PLANNED = ("phone_controls",)  # it needs the voice channel (issue 5)
 
 
 @dataclass(frozen=True)

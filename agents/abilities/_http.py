@@ -1,0 +1,119 @@
+"""Outbound HTTP for abilities, refusing what a model should never reach.
+
+An ability's request goes only to ``http``/``https`` URLs whose host resolves to public
+addresses: private, loopback, link-local, multicast, reserved and unspecified addresses are
+refused -- checked in the resolver, so every redirect and every connection (not just the
+first URL) is checked against the addresses actually dialled, and a DNS answer that changes
+between check and connect cannot slip through. An admin may allow-list hosts (a SearxNG on
+the LAN, an internal API); those skip the address check. Responses are read up to a size
+cap and within a timeout.
+
+We wrote this rather than take a library: aiohttp has no egress policy, and the
+SSRF-guard packages we found wrap ``requests`` (sync) or check only the first URL.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from yarl import URL
+
+MAX_REDIRECTS = 5
+
+
+class AddressRefused(Exception):
+    """The URL's scheme or address is not one an ability may reach."""
+
+
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves names, then refuses non-public addresses unless the host is allow-listed."""
+
+    def __init__(self, allow_hosts: frozenset[str]) -> None:
+        self._allow = allow_hosts
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        if host.lower() in self._allow:
+            return found
+        refused = [r["host"] for r in found if not _public(r["host"])]
+        if refused or not found:
+            raise AddressRefused(f"{host} resolves to a non-public address")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass(frozen=True)
+class Fetched:
+    status: int
+    text: str
+    truncated: bool
+
+
+def check_url(url: str, allow_hosts: frozenset[str]) -> str:
+    """``url`` if its scheme may be fetched; literal IPs are checked here too."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AddressRefused(f"only http(s) URLs may be fetched, not '{parts.scheme or url}'")
+    host = parts.hostname.lower()
+    if host not in allow_hosts:
+        try:
+            if not _public(host):
+                raise AddressRefused(f"{host} is not a public address")
+        except ValueError:
+            pass  # a name: the resolver checks what it resolves to
+    return url
+
+
+async def fetch(
+    method: str,
+    url: str,
+    *,
+    allow_hosts: frozenset[str] = frozenset(),
+    timeout_seconds: float = 10.0,
+    max_bytes: int = 256 * 1024,
+    **options: Any,
+) -> Fetched:
+    """One request under the rules above; ``AddressRefused`` or ``aiohttp.ClientError``."""
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow_hosts), use_dns_cache=False)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_seconds)
+    ) as session:
+        # Redirects are followed here, not by aiohttp: a literal IP in a Location header
+        # never reaches a resolver, so each hop's URL is checked before it is requested.
+        for _ in range(MAX_REDIRECTS + 1):
+            check_url(url, allow_hosts)
+            async with session.request(method, url, allow_redirects=False, **options) as response:
+                location = response.headers.get("Location")
+                if response.status in (301, 302, 303, 307, 308) and location:
+                    url = str(response.url.join(URL(location)))
+                    if response.status == 303 or (
+                        response.status in (301, 302) and method == "POST"
+                    ):
+                        method, options = (
+                            "GET",
+                            {k: v for k, v in options.items() if k == "headers"},
+                        )
+                    continue
+                body = await response.content.read(max_bytes + 1)
+                text = body[:max_bytes].decode(response.charset or "utf-8", errors="replace")
+                return Fetched(response.status, text, len(body) > max_bytes)
+    raise AddressRefused(f"more than {MAX_REDIRECTS} redirects")
