@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "sms": "channels.sms:SmsChannel",
     "webchat": "channels.webchat:WebChatChannel",
+    "email": "channels.email:EmailChannel",
 }
 
 

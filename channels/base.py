@@ -63,6 +63,8 @@ class InboundMessage:
     attachments: tuple[Attachment, ...] = ()
     thread_key: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    reply_context: Mapping[str, str] = field(default_factory=dict)  # comes back on replies
+    answer: bool = True  # False: store it, never reply (automatic mail, say)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class OutboundMessage:
     message_id: str = ""
     author: str = "agent"
     author_name: str = ""
+    context: Mapping[str, str] = field(default_factory=dict)  # the answered message's
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,10 @@ class ChannelSettings(BaseModel):
         """The agent answering ``inbox``; channels with per-inbox agents override this."""
         return self.agent
 
+    def agents(self) -> set[str]:
+        """Every agent this channel names."""
+        return {self.agent}
+
 
 @dataclass(frozen=True)
 class ChannelContext:
@@ -119,6 +126,7 @@ class ChannelContext:
     default_region: str
     http: aiohttp.ClientSession
     publish: Publisher
+    submit: Callable[[InboundMessage], Awaitable[Any]] | None = None  # store one, durably
 
 
 @runtime_checkable
@@ -137,6 +145,13 @@ class Channel(Protocol):
     async def close(self) -> None:
         """Release what the channel holds (clients, listeners)."""
         ...
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """A channel that listens itself (an SMTP server), started once the app can store."""
+
+    async def start(self) -> None: ...
 
 
 @dataclass(frozen=True)

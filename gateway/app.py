@@ -23,12 +23,12 @@ from aiohttp import web
 import channels
 from agents.runtime import Runtime
 from channels import webchat
-from channels.base import ChannelContext
+from channels.base import ChannelContext, InboundMessage, Listener
 from gateway import api, http, redis_bus, routes
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
 from gateway.delivery import Deliverer
 from gateway.metrics import Metrics
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Accepted, Pipeline
 from gateway.processor import Processor
 from gateway.settings import Settings
 from gateway.sockets import WebChatSockets
@@ -72,11 +72,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(url, pool_size=settings.storage.pool_size, manual_checkpoints=True)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     client, pubsub, queue = await _open_bus(settings)
+
+    async def submit(message: InboundMessage) -> Accepted:
+        return await pipeline.accept(message)  # bound below, before any listener starts
+
     context = ChannelContext(
         public_url=settings.workspace.public_url,
         default_region=settings.workspace.default_region,
         http=session,
         publish=pubsub.publish,
+        submit=submit,
     )
     opened = {name: channels.load(name)(cfg, context) for name, cfg in settings.channels.items()}
     supervisor, metrics = Supervisor(), Metrics()
@@ -90,6 +95,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         sessions, opened, settings.gateway, metrics, supervisor, pipeline.defer_to_accepts
     )
     sockets = WebChatSockets()
+    for channel in opened.values():
+        if isinstance(channel, Listener):
+            await channel.start()
     await pubsub.subscribe(webchat.TOPIC, sockets.deliver)
     state.running = Services(
         settings, engine, sessions, session, client, pubsub, queue, opened, runtime,

@@ -130,6 +130,7 @@ class Deliverer:
             message_id=str(due.message_id or ""),
             author=str(due.payload.get("author", "agent")),
             author_name=str(due.payload.get("name", "")),
+            context={str(k): str(v) for k, v in (due.payload.get("context") or {}).items()},
         )
         channel = self._channels.get(due.channel)
         try:

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import MemberFacts, TurnInput, TurnResult
@@ -71,6 +71,8 @@ class Turn:
     agent: str
     status: str
     input: TurnInput
+    answer: bool = True  # False: record the message, send no agent reply
+    reply_context: dict[str, str] = field(default_factory=dict)
 
 
 async def _oldest_pending(session: AsyncSession, keys: Sequence[str]) -> list[Inbound]:
@@ -168,6 +170,8 @@ class Pipeline:
                     "raw": dict(m.raw),
                     "attachments": [vars(a) for a in m.attachments],
                     "thread_key": m.thread_key,
+                    "reply_context": dict(m.reply_context),
+                    "answer": m.answer,
                 },
                 "status": "pending",
                 "attempts": 0,
@@ -233,6 +237,7 @@ class Pipeline:
         found = await session.execute(select(Member).where(Member.id.in_(set(owners.values()))))
         facts = {m.id: _facts(m) for m in found.scalars()}
         book = await load_book(session, self._settings.roles)
+        capped = await self._over_reply_cap(session, batch)
         turns = []
         for i in batch:
             conversation = opened[keys[i.id]]
@@ -248,6 +253,8 @@ class Pipeline:
                     to=i.sender,
                     agent=conversation.agent or agent_of[i.id],
                     status=conversation.status,
+                    answer=bool((i.payload or {}).get("answer", True)) and i.id not in capped,
+                    reply_context=dict((i.payload or {}).get("reply_context") or {}),
                     input=TurnInput(
                         text=i.text,
                         channel=i.channel,
@@ -261,6 +268,27 @@ class Pipeline:
                 )
             )
         return turns
+
+    async def _over_reply_cap(self, session: AsyncSession, batch: Sequence[Inbound]) -> set[int]:
+        """Inbound ids whose sender had the channel's ``max_auto_replies_per_hour`` already
+        (a mail loop's other side, say): those are recorded and not answered."""
+        capped: set[int] = set()
+        since = utcnow() - timedelta(hours=1)
+        for i in batch:
+            cap = getattr(self._settings.channel(i.channel), "max_auto_replies_per_hour", None)
+            if cap is None:
+                continue
+            sent = await session.execute(
+                select(func.count()).select_from(Outbox).where(
+                    Outbox.channel == i.channel, Outbox.to_address == i.sender,
+                    Outbox.created_at >= since,
+                )
+            )  # fmt: skip
+            if int(sent.scalar_one()) >= cap:
+                log.warning("%s: %s had %s replies this hour; not answering", i.channel,
+                            i.sender, cap)  # fmt: skip
+                capped.add(i.id)
+        return capped
 
     async def finish(self, turn: Turn, result: TurnResult | None) -> None:
         """Mark the message done and put its replies in the outbox, atomically."""
@@ -327,7 +355,12 @@ class Pipeline:
                     channel=turn.channel,
                     inbox=turn.inbox,
                     to_address=turn.to,
-                    payload={"text": text, "author": "agent", "name": turn.agent},
+                    payload={
+                        "text": text,
+                        "author": "agent",
+                        "name": turn.agent,
+                        "context": turn.reply_context,
+                    },
                     status="pending",
                     attempts=0,
                     next_attempt_at=now,

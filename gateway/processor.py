@@ -101,9 +101,10 @@ class Processor:
     async def _turn(self, turn: Turn) -> None:
         started = time.perf_counter()
         try:
-            # A conversation a person has taken gets no agent reply.
+            # A conversation a person has taken gets no agent reply, nor does automatic
+            # mail or a sender past the channel's hourly cap of automatic replies.
             result = None
-            if turn.status in ("bot", "queued"):
+            if turn.answer and turn.status in ("bot", "queued"):
                 result = await self._runtime.run_turn(turn.agent, turn.input)
             await self._pipeline.finish(turn, result)
             self._metrics.turn_seconds.observe(time.perf_counter() - started)

@@ -193,12 +193,12 @@ def _cross_check(settings: Settings) -> list[ErrorDetail]:
     known = ", ".join(sorted(agents)) or "none defined"
     deployed = {a.name: a.channels for a in settings.agents if a.channels}
     for name, section in settings.channels.items():
-        agent_name = section.agent
-        if agent_name not in agents:
+        for agent_name in sorted(section.agents() - agents):
             errors.append(
                 ErrorDetail(f"channels.{name}.agent", f"no agent named '{agent_name}' ({known})")
             )
-        elif agent_name in deployed and name not in deployed[agent_name]:
+        agent_name = section.agent
+        if agent_name in deployed and name not in deployed[agent_name]:
             listed = ", ".join(deployed[agent_name])
             errors.append(ErrorDetail(
                 f"channels.{name}.agent",

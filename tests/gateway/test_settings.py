@@ -86,7 +86,7 @@ def test_every_error_is_reported_with_its_yaml_path() -> None:
 
     errors = _errors(raw)
 
-    assert "channels.fax: unknown channel 'fax' (valid: sms, webchat)" in errors
+    assert "channels.fax: unknown channel 'fax' (valid: email, sms, webchat)" in errors
     assert any(e.startswith("channels.sms.numbers[0]:") for e in errors)
     assert any(e.startswith("channels.sms.numbers[1]:") for e in errors)
     assert "channels.sms.agent: Field required" in errors
@@ -145,3 +145,12 @@ async def test_smallest_workspace_serves_sms_and_web_chat(sqlite_url: str) -> No
 
 async def _queued_for(gw: Gateway, to: str) -> bool:
     return await gw.count(Outbox, Outbox.to_address == to, Outbox.inbox == "+14155550100") == 1
+
+
+@pytest.mark.parametrize(
+    "example", sorted((Path(__file__).parents[2] / "config" / "examples").glob("*.yaml")),
+    ids=lambda p: p.name,
+)  # fmt: skip
+def test_every_example_config_loads(example: Path) -> None:
+    loaded = settings.load(example, env={})
+    assert loaded.channels

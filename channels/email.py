@@ -1,0 +1,449 @@
+"""Email in and out.
+
+Inbound, two ways: an SMTP listener (aiosmtpd on the app's own event loop; it answers
+``250`` only once the message is stored) and ``POST /channels/email/inbound`` for an
+inbound-parse service, with the shared ``inbound_secret`` (``Authorization: Bearer``, the
+``X-Frontdesk-Secret`` header, or the password of HTTP Basic auth) and the message as raw
+MIME: the body itself (``message/rfc822``) or a ``multipart/form-data`` field named
+``email`` (SendGrid's raw mode) or ``body-mime`` (Mailgun's).
+
+Parsing is the standard library's ``email`` (policy ``default``): plain text preferred, HTML
+turned into text, quoted history ("On ... wrote:", ``>`` lines) and the signature (after
+``-- ``) trimmed from what the agent sees; attachments are recorded by name, type and size.
+The inbox is the recipient address that is one of ``inboxes`` (``reply+<anything>@`` an
+inbox counts as that inbox). The dedupe key is the Message-ID.
+
+Loop safety: mail that is automatic -- ``Auto-Submitted`` other than ``no``, ``Precedence:
+bulk/junk/list``, ``List-*`` headers, ``X-Auto-Response-Suppress`` with OOF or All,
+``X-Autoreply``/``X-Autorespond``, an empty ``Return-Path``, mail from MAILER-DAEMON or a
+delivery report -- is stored but never answered (``InboundMessage.answer`` is False), our
+own replies carry ``Auto-Submitted: auto-replied``, and the gateway sends at most
+``max_auto_replies_per_hour`` replies to one sender.
+
+Outbound through the outbox with aiosmtplib: ``From`` the inbox (with ``from_name``),
+``Subject: Re: ...``, ``In-Reply-To`` and ``References`` from the message answered, and a
+``Message-ID`` made from the outbox key, so a retried send is recognisably the same mail.
+Header values are built by the ``email`` package, which refuses CR/LF in them; names and
+subjects from outside are cleaned of control characters first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import html
+import logging
+import re
+from base64 import b64decode
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import getaddresses, parseaddr
+from html.parser import HTMLParser
+from typing import Any, ClassVar
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from channels.base import (
+    Attachment,
+    ChannelContext,
+    ChannelSettings,
+    Delivery,
+    InboundMessage,
+    OutboundMessage,
+    RawRequest,
+    WebhookReply,
+)
+from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
+from people.identities import to_email
+
+log = logging.getLogger(__name__)
+
+_QUOTE_HEADER = re.compile(r"^\s*(On .{3,200} wrote:|-{2,} ?Original Message ?-{2,}|From: .+)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_AUTOMATIC_SENDERS = re.compile(r"^(mailer-daemon|postmaster|no-?reply|bounces?)[@+]", re.I)
+MAX_TEXT = 20_000
+
+
+class Inbox(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: str
+    agent: str
+
+    @model_validator(mode="after")
+    def _address(self) -> Inbox:
+        object.__setattr__(self, "address", to_email(self.address))
+        return self
+
+
+class SmtpListen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=0, le=65535)
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+
+class SmtpRelay(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    tls: bool = Field(default=False, description="Implicit TLS (port 465).")
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_seconds: float = Field(default=20.0, gt=0)
+
+
+class EmailSettings(ChannelSettings):
+    """``channels.email`` (DESIGN §11)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str = Field(default="", description="Default: the first inbox's agent.")
+    inboxes: tuple[Inbox, ...] = Field(min_length=1)
+    smtp_listen: SmtpListen | None = None
+    inbound_secret: SecretStr | None = None
+    smtp: SmtpRelay | None = None
+    from_name: str | None = None
+    max_auto_replies_per_hour: int = Field(default=5, ge=0)
+
+    @model_validator(mode="after")
+    def _default_agent(self) -> EmailSettings:
+        if not self.agent:
+            object.__setattr__(self, "agent", self.inboxes[0].agent)
+        return self
+
+    def agent_for(self, inbox: str) -> str:
+        return next((i.agent for i in self.inboxes if i.address == inbox), self.agent)
+
+    def agents(self) -> set[str]:
+        return {self.agent, *(i.agent for i in self.inboxes)}
+
+    def inbox_of(self, address: str) -> str | None:
+        """The inbox ``address`` reaches (``reply+x@`` an inbox reaches that inbox)."""
+        local, _, domain = address.lower().partition("@")
+        base = f"{local.split('+', 1)[0]}@{domain}"
+        return next((i.address for i in self.inboxes if i.address in (address.lower(), base)), None)
+
+
+class _Text(HTMLParser):
+    """HTML to plain text: block elements become line breaks, scripts and styles vanish."""
+
+    BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    parser = _Text()
+    parser.feed(markup)
+    text = html.unescape("".join(parser.parts))
+    return re.sub(r"\n\s*\n+", "\n\n", re.sub(r"[ \t]+", " ", text)).strip()
+
+
+def trim(text: str) -> str:
+    """The new part of a reply: quoted history and the signature removed."""
+    kept: list[str] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line.rstrip() == "--" or line == "-- " or _QUOTE_HEADER.match(line):
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def clean(value: str) -> str:
+    """A header value from outside with control characters (CR, LF...) made spaces."""
+    return _CONTROL.sub(" ", value).strip()
+
+
+def automatic(message: EmailMessage, return_path: str | None) -> str | None:
+    """Why ``message`` must not be answered, or None."""
+    auto = str(message.get("Auto-Submitted", "")).strip().lower()
+    if auto and auto != "no":
+        return f"Auto-Submitted: {auto}"
+    precedence = str(message.get("Precedence", "")).strip().lower()
+    if precedence in ("bulk", "junk", "list"):
+        return f"Precedence: {precedence}"
+    if any(key.lower().startswith("list-") for key in message):
+        return "mailing list"
+    suppress = str(message.get("X-Auto-Response-Suppress", "")).lower()
+    if "oof" in suppress or "all" in suppress:
+        return "X-Auto-Response-Suppress"
+    if message.get("X-Autoreply") or message.get("X-Autorespond"):
+        return "X-Autoreply"
+    if return_path is not None and return_path.strip() in ("", "<>"):
+        return "empty Return-Path"
+    sender = parseaddr(str(message.get("From", "")))[1]
+    if _AUTOMATIC_SENDERS.match(sender):
+        return "a mailer daemon"
+    if message.get_content_type() == "multipart/report":
+        return "a delivery report"
+    return None
+
+
+class EmailChannel:
+    """Mail to and from the workspace's inboxes."""
+
+    name: ClassVar[str] = "email"
+    settings_model: ClassVar[type[ChannelSettings]] = EmailSettings
+    webhook_path: ClassVar[str] = "/channels/email/inbound"
+
+    def __init__(self, settings: EmailSettings, context: ChannelContext) -> None:
+        self.settings = settings
+        self._context = context
+        self._server: Any = None
+        self.port: int | None = None  # the SMTP listener's, once started
+
+    # Inbound -------------------------------------------------------------------------
+
+    async def parse(self, request: RawRequest) -> InboundMessage:
+        self._check_secret(request)
+        return self.parse_mime(_mime_of(request), return_path=None)
+
+    def _check_secret(self, request: RawRequest) -> None:
+        secret = self.settings.inbound_secret
+        if secret is None:
+            raise SignatureInvalid("the inbound webhook is off (no inbound_secret)")
+        given = request.headers.get("X-Frontdesk-Secret", "")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth.removeprefix("Bearer ")
+        elif auth.startswith("Basic "):
+            try:
+                given = b64decode(auth.removeprefix("Basic ")).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                given = ""
+        if not hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
+            raise SignatureInvalid("the inbound secret does not match")
+
+    def parse_mime(
+        self, raw: bytes, return_path: str | None, recipients: list[str] | None = None
+    ) -> InboundMessage:
+        """A raw message as an ``InboundMessage`` (``ValidationFailed`` if it is not one of
+        ours or not readable)."""
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        if not isinstance(message, EmailMessage):
+            raise ValidationFailed("not an email message")
+        sender_header = str(message.get("Reply-To") or message.get("From") or "")
+        try:
+            sender = to_email(parseaddr(sender_header)[1] or (return_path or "").strip("<>"))
+        except ValidationFailed:
+            raise ValidationFailed("the message has no usable From address") from None
+        addresses = recipients or [
+            a
+            for _, a in getaddresses(
+                [str(v) for k in ("Delivered-To", "To", "Cc") for v in message.get_all(k, [])]
+            )
+        ]
+        inbox = next((i for i in (self.settings.inbox_of(a) for a in addresses if a) if i), None)
+        if inbox is None:
+            raise ValidationFailed("the message is not addressed to any of our inboxes")
+        message_id = clean(str(message.get("Message-ID", ""))) or (
+            "<" + hashlib.sha256(raw).hexdigest()[:32] + "@frontdesk.invalid>"
+        )
+        subject = clean(str(message.get("Subject", "")))
+        references = clean(str(message.get("References", "")))
+        why_not = automatic(message, return_path)
+        text = trim(_body(message))[:MAX_TEXT]
+        files = [
+            {
+                "name": clean(part.get_filename() or "attachment"),
+                "type": part.get_content_type(),
+                "size": len(part.get_payload(decode=True) or b""),
+            }
+            for part in message.iter_attachments()
+        ]
+        return InboundMessage(
+            channel=self.name,
+            inbox=inbox,
+            sender_kind="email",
+            sender=sender,
+            text=text or (f"(an email with {len(files)} attachment(s))" if files else subject),
+            external_id=message_id[:255],
+            received_at=datetime.now(UTC),
+            attachments=tuple(
+                Attachment(url=f"email-attachment:{f['name']}", content_type=str(f["type"]))
+                for f in files
+            ),
+            thread_key=(references.split() or [message_id])[0][:255],
+            raw={
+                "subject": subject,
+                "message_id": message_id,
+                "references": references,
+                "from": clean(sender_header),
+                "attachments": files,
+                "automatic": why_not,
+            },
+            reply_context={
+                "subject": subject,
+                "in_reply_to": message_id,
+                "references": f"{references} {message_id}".strip(),
+            },
+            answer=why_not is None,
+        )
+
+    def acknowledge(self, message: InboundMessage) -> WebhookReply:
+        return WebhookReply("ok")
+
+    async def start(self) -> None:
+        """Start the SMTP listener, if configured, on the running loop."""
+        listen = self.settings.smtp_listen
+        if listen is None or self._context.submit is None:
+            return
+        handler = _SmtpHandler(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(
+                handler,
+                data_size_limit=listen.max_bytes,
+                enable_SMTPUTF8=True,
+                hostname="frontdesk",
+            ),
+            host=listen.host,
+            port=listen.port,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("email: SMTP listener on %s:%s", listen.host, self.port)
+
+    # Outbound ------------------------------------------------------------------------
+
+    def compose(self, outbound: OutboundMessage) -> EmailMessage:
+        context = outbound.context
+        message = EmailMessage(policy=policy.SMTP)
+        domain = outbound.inbox.partition("@")[2] or "frontdesk.invalid"
+        local = outbound.inbox.partition("@")[0]
+        message["From"] = (
+            Address(clean(self.settings.from_name or ""), addr_spec=outbound.inbox)
+            if self.settings.from_name
+            else Address(addr_spec=f"{local}@{domain}")
+        )
+        message["To"] = outbound.to
+        subject = clean(context.get("subject", "")) or "Your message"
+        message["Subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+        digest = hashlib.sha256(outbound.key.encode()).hexdigest()[:24]
+        message["Message-ID"] = f"<{digest}@{domain}>"
+        if context.get("in_reply_to"):
+            message["In-Reply-To"] = clean(context["in_reply_to"])
+            message["References"] = clean(context.get("references", context["in_reply_to"]))
+        message["Auto-Submitted"] = "auto-replied"
+        message["X-Auto-Response-Suppress"] = "All"
+        message.set_content(outbound.text)
+        return message
+
+    async def send(self, message: OutboundMessage) -> Delivery:
+        relay = self.settings.smtp
+        if relay is None:
+            raise DeliveryFailed("channels.email.smtp is not configured", retryable=False)
+        mail = self.compose(message)
+        try:
+            await aiosmtplib.send(
+                mail,
+                hostname=relay.host,
+                port=relay.port,
+                use_tls=relay.tls,
+                start_tls=relay.starttls and not relay.tls,
+                username=relay.username,
+                password=relay.password.get_secret_value() if relay.password else None,
+                timeout=relay.timeout_seconds,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise DeliveryFailed(f"recipient refused: {exc}", retryable=False) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryFailed(
+                f"SMTP {exc.code}: {exc.message}",
+                retryable=exc.code < 500,
+                provider_code=str(exc.code),
+            ) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise DeliveryFailed(f"SMTP relay unreachable: {exc}", retryable=True) from exc
+        return Delivery(provider_id=str(mail["Message-ID"]))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+class _SmtpHandler:
+    """aiosmtpd's handler: accept mail for our inboxes; 250 only after it is stored."""
+
+    def __init__(self, channel: EmailChannel) -> None:
+        self._channel = channel
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self._channel.settings.inbox_of(address) is None:
+            return "550 5.1.1 no such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or envelope.content
+        raw = content if isinstance(content, bytes) else str(content).encode()
+        return_path = envelope.mail_from if envelope.mail_from is not None else None
+        try:
+            message = self._channel.parse_mime(raw, return_path, list(envelope.rcpt_tos))
+        except ValidationFailed as exc:
+            return f"554 5.6.0 {exc.message}"
+        submit = self._channel._context.submit
+        if submit is None:
+            return "451 4.3.0 not accepting mail now"
+        try:
+            await submit(message)
+        except Exception:
+            log.exception("email: could not store a message; the sender will retry")
+            return "451 4.3.0 try again later"
+        return "250 OK: stored"
+
+
+def _mime_of(request: RawRequest) -> bytes:
+    content_type = request.headers.get("Content-Type", "")
+    if content_type.startswith("message/rfc822"):
+        return request.body
+    if content_type.startswith("multipart/form-data"):
+        form = BytesParser(policy=policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + request.body
+        )
+        for part in form.iter_parts() if form.is_multipart() else ():
+            name = part.get_param("name", header="content-disposition")
+            if name in ("email", "body-mime"):
+                payload = part.get_payload(decode=True)
+                return payload if isinstance(payload, bytes) else str(payload).encode()
+        raise ValidationFailed("no 'email' or 'body-mime' field with the raw message")
+    raise ValidationFailed("send the raw message as message/rfc822 or multipart/form-data")
+
+
+def _body(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        return ""
+    content = part.get_content()
+    return html_to_text(content) if part.get_content_type() == "text/html" else str(content)
