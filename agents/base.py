@@ -77,3 +77,4 @@ class TurnResult:
     workflow: WorkflowUpdate | None = None  # None: unchanged
     collected: dict[str, Any] = field(default_factory=dict)
     field_types: dict[str, str] = field(default_factory=dict)
+    actions: tuple[dict[str, str], ...] = ()  # call controls for a voice channel

@@ -118,4 +118,5 @@ def _from(progress: Progress) -> TurnResult:
         workflow=WorkflowUpdate(progress.state),
         collected=progress.collected,
         field_types=progress.field_types,
+        actions=tuple(progress.actions),
     )

@@ -74,6 +74,7 @@ class _Turn:
     field_types: dict[str, str] = field(default_factory=dict)
     escalation: EscalationRequest | None = None
     said: list[str] = field(default_factory=list)  # workflow texts the member must see
+    actions: list[dict[str, str]] = field(default_factory=list)
 
     def absorb(self, progress: Progress) -> None:
         self.state, self.workflow_changed = progress.state, True
@@ -123,6 +124,7 @@ class LangChainModel:
             workflow=WorkflowUpdate(state.state) if state.workflow_changed else None,
             collected=state.collected,
             field_types=state.field_types,
+            actions=tuple(state.actions),
         )
 
     async def _tool(
@@ -135,6 +137,7 @@ class LangChainModel:
         result = await call(name, args)
         if result.escalation is not None:
             state.escalation = state.escalation or result.escalation
+        state.actions.extend(result.actions)
         return result.text
 
     async def _start(self, name: str, state: _Turn, call: CallAbility) -> str:

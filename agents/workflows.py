@@ -235,6 +235,7 @@ class Progress:
     collected: dict[str, Any] = field(default_factory=dict)  # answers accepted this turn
     field_types: dict[str, str] = field(default_factory=dict)
     escalation: EscalationRequest | None = None
+    actions: list[dict[str, str]] = field(default_factory=list)
 
 
 AbilityCall = Callable[[str, dict[str, str]], Awaitable[AbilityResult]]
@@ -435,6 +436,7 @@ class Engine:
                     raise RuntimeError(f"workflow {workflow.name} calls {step.ability} unwired")
                 args = {k: fill(v, state.fields) for k, v in step.args.items()}
                 result = await call(step.ability, args)
+                progress.actions.extend(result.actions)
                 if result.refused and step.on_failure is not None:
                     progress.replies.append(result.text)
                     state = WorkflowState(state.workflow, workflow.index(step.on_failure),

@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "sms": "channels.sms:SmsChannel",
     "webchat": "channels.webchat:WebChatChannel",
     "email": "channels.email:EmailChannel",
+    "voice": "channels.voice:VoiceChannel",
 }
 
 

@@ -113,6 +113,11 @@ class ChannelSettings(BaseModel):
         """Every agent this channel names."""
         return {self.agent}
 
+    def replies_inline(self) -> bool:
+        """Whether replies go back in the provider's webhook response (a voice call)
+        rather than through ``send``: the outbox holds them for ``ChannelContext.pickup``."""
+        return False
+
 
 @dataclass(frozen=True)
 class ChannelContext:
@@ -127,6 +132,22 @@ class ChannelContext:
     http: aiohttp.ClientSession
     publish: Publisher
     submit: Callable[[InboundMessage], Awaitable[Any]] | None = None  # store one, durably
+    pickup: Callable[[str, str, float], Awaitable[PickedUp | None]] | None = None
+    end: Callable[[str, str, str], Awaitable[None]] | None = None  # (channel, inbox, sender)
+
+
+@dataclass(frozen=True)
+class PickedUp:
+    """The replies to a stored message, taken for saying in a webhook response.
+
+    ``actions`` are what the agent asked the call to do (``{"action": "transfer", "to":
+    ...}``, ``hangup``, ``dtmf``); ``voice`` and ``language`` are the answering agent's.
+    """
+
+    texts: tuple[str, ...]
+    actions: tuple[Mapping[str, str], ...] = ()
+    voice: str = "Polly.Joanna"
+    language: str = "en-US"
 
 
 @runtime_checkable
@@ -145,6 +166,16 @@ class Channel(Protocol):
     async def close(self) -> None:
         """Release what the channel holds (clients, listeners)."""
         ...
+
+
+@runtime_checkable
+class Conversational(Protocol):
+    """A channel whose provider waits on our answer (a call): it serves its own POST
+    ``paths`` and answers each request itself, storing through ``ChannelContext``."""
+
+    paths: ClassVar[tuple[str, ...]]
+
+    async def handle(self, request: RawRequest) -> WebhookReply: ...
 
 
 @runtime_checkable

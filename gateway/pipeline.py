@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import MemberFacts, TurnInput, TurnResult
 from agents.workflows import WorkflowState
-from channels.base import InboundMessage
+from channels.base import InboundMessage, PickedUp
 from escalation import handoffs
 from gateway import conversations
 from gateway.batcher import Batcher
@@ -47,6 +47,7 @@ MAX_BATCH = 256
 # Background work defers to webhooks waiting to be stored, for at most this long, so a
 # burst of webhooks is acknowledged quickly without starving the agents behind it.
 MAX_DEFER_SECONDS = 0.05
+PICKUP_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -322,10 +323,11 @@ class Pipeline:
         self, session: AsyncSession, finished: Sequence[tuple[Turn, TurnResult | None]]
     ) -> None:
         replies = [
-            (turn, index, text)
+            (turn, index, text, result.actions if index == len(result.replies) - 1 else ())
             for turn, result in finished
             if result is not None
-            for index, text in enumerate(result.replies)
+            # Call controls with nothing to say still need a row to travel in.
+            for index, text in enumerate(result.replies or (("",) if result.actions else ()))
         ]
         if not replies:
             return
@@ -343,9 +345,12 @@ class Pipeline:
                     "status": "pending",
                     "created_at": now,
                 }
-                for turn, _, text in replies
+                for turn, _, text, _ in replies
             ],
         )
+        inline = {
+            t.channel: self._settings.channel(t.channel).replies_inline() for t, *_ in replies
+        }
         await outbox.enqueue_many(
             session,
             [
@@ -360,15 +365,73 @@ class Pipeline:
                         "author": "agent",
                         "name": turn.agent,
                         "context": turn.reply_context,
+                        "actions": list(actions),
                     },
-                    status="pending",
+                    status="held" if inline[turn.channel] else "pending",
                     attempts=0,
                     next_attempt_at=now,
                     created_at=now,
                 )
-                for (turn, index, text), message_id in zip(replies, ids, strict=True)
+                for (turn, index, text, actions), message_id in zip(replies, ids, strict=True)
             ],
         )
+
+    async def pickup(self, channel: str, external_id: str, wait: float) -> PickedUp | None:
+        """The replies to a stored message once its turn is done (waiting up to ``wait``
+        seconds), marked sent: for channels that answer in the webhook response. None
+        while the turn is still running (or if there is no such message)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            async with self._sessions.begin() as session:
+                row = (await session.execute(
+                    select(Inbound.id, Inbound.status)
+                    .where(Inbound.channel == channel, Inbound.external_id == external_id)
+                )).first()  # fmt: skip
+                if row is not None and row.status != "pending":
+                    return await self._take_held(session, row.id)
+            if row is None or loop.time() >= deadline:
+                return None
+            await asyncio.sleep(PICKUP_POLL_SECONDS)
+
+    async def _take_held(self, session: AsyncSession, inbound_id: int) -> PickedUp:
+        outbox = table_of(Outbox)
+        taken = await session.execute(
+            update(outbox)
+            # "sent" too: a provider retrying the webhook never got our first answer.
+            .where(
+                outbox.c.key.like(f"reply:{inbound_id}:%"), outbox.c.status.in_(("held", "sent"))
+            )
+            .values(status="sent", sent_at=utcnow())
+            .returning(outbox.c.key, outbox.c.payload, outbox.c.message_id)
+        )
+        rows = sorted(taken, key=lambda r: int(r.key.rsplit(":", 1)[1]))
+        message_ids = [r.message_id for r in rows if r.message_id is not None]
+        if message_ids:
+            await session.execute(
+                update(Message).where(Message.id.in_(message_ids)).values(status="sent")
+            )
+        agent = next((str(r.payload.get("name")) for r in rows), "")
+        voice = next((a.voice for a in self._settings.agents if a.name == agent), None)
+        return PickedUp(
+            texts=tuple(str(r.payload.get("text", "")) for r in rows if r.payload.get("text")),
+            actions=tuple(a for r in rows for a in r.payload.get("actions") or ()),
+            **({"voice": voice.voice, "language": voice.language} if voice else {}),
+        )
+
+    async def end(self, channel: str, inbox: str, sender: str) -> None:
+        """The member left (a call ended): close their open conversation on ``inbox``."""
+        kind = "phone" if channel == "voice" else channel
+        async with self._sessions.begin() as session:
+            member = await members.by_identity(session, kind, sender)
+            if member is None:
+                return
+            await session.execute(
+                update(Conversation)
+                .where(Conversation.member_id == member.id, Conversation.channel == channel,
+                       Conversation.inbox == inbox, Conversation.status != "closed")
+                .values(status="closed", updated_at=utcnow())
+            )  # fmt: skip
 
     async def note_failure(self, keys: Sequence[str]) -> None:
         """Count a failed attempt on each key's oldest pending message; give up at the cap."""

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select, text, update
 
 import channels
-from channels.base import SupportsStatusCallbacks, WebhookReceiver, is_forward, webhook_paths
+from channels.base import (
+    Conversational,
+    SupportsStatusCallbacks,
+    WebhookReceiver,
+    is_forward,
+    webhook_paths,
+)
 from channels.webchat import WebChatSettings, widget_page
 from gateway import webchat_socket
 from gateway.errors import FrontdeskError, NotFound
 from gateway.http import to_raw_request
 from gateway.settings import Settings
-from gateway.state import services
+from gateway.state import Services, services
 from store import outbox
 from store.models import Inbound, Message
 
@@ -30,7 +37,10 @@ def add(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     for name in settings.channels:
-        message_path, status_path = webhook_paths(channels.load(name))
+        cls = channels.load(name)
+        for path in getattr(cls, "paths", ()):
+            app.router.add_post(path, _conversational(name))
+        message_path, status_path = webhook_paths(cls)
         if message_path:
             app.router.add_post(message_path, _webhook(name))
         if status_path:
@@ -51,17 +61,40 @@ def _webhook(name: str) -> RouteHandler:
     async def handle(request: web.Request) -> web.Response:
         s = services(request)
         channel = _receiver(request, name)
-        try:
+        with _counting_rejections(s, name):
             raw = await to_raw_request(request, s.settings.workspace.public_url)
             message = await channel.parse(raw)
-        except FrontdeskError as exc:
-            s.metrics.rejected.labels(name, exc.code).inc()
-            raise
-        except web.HTTPRequestEntityTooLarge:
-            s.metrics.rejected.labels(name, "payload_too_large").inc()
-            raise
         await s.pipeline.accept(message)
         reply = channel.acknowledge(message)
+        return web.Response(text=reply.body, content_type=reply.content_type)
+
+    return handle
+
+
+@contextlib.contextmanager
+def _counting_rejections(s: Services, channel: str) -> Iterator[None]:
+    """Count a refused request (bad signature, bad form, too large) by channel and reason."""
+    try:
+        yield
+    except FrontdeskError as exc:
+        s.metrics.rejected.labels(channel, exc.code).inc()
+        raise
+    except web.HTTPRequestEntityTooLarge:
+        s.metrics.rejected.labels(channel, "payload_too_large").inc()
+        raise
+
+
+def _conversational(name: str) -> RouteHandler:
+    """A request the channel answers itself (a call's TwiML), storing through its context."""
+
+    async def handle(request: web.Request) -> web.Response:
+        s = services(request)
+        channel = s.channels[name]
+        if not isinstance(channel, Conversational):
+            raise NotFound(f"channel {name} does not answer calls")
+        with _counting_rejections(s, name):
+            raw = await to_raw_request(request, s.settings.workspace.public_url)
+            reply = await channel.handle(raw)
         return web.Response(text=reply.body, content_type=reply.content_type)
 
     return handle

@@ -177,8 +177,12 @@ def _validate_channels(raw: Any, errors: list[ErrorDetail]) -> dict[str, Channel
         except ConfigError as exc:
             errors.append(ErrorDetail(f"channels.{name}", exc.message))
             continue
+        section = dict(section or {})
+        if name == "voice" and isinstance(raw.get("sms"), dict):
+            for key in ("account_sid", "auth_token"):  # a voice number shares SMS's account
+                section.setdefault(key, raw["sms"].get(key))
         try:
-            validated[name] = cls.settings_model.model_validate(section or {})
+            validated[name] = cls.settings_model.model_validate(section)
         except ValidationError as exc:
             errors.extend(_details(exc, f"channels.{name}"))
     return validated

@@ -36,9 +36,10 @@ REGISTRY: dict[str, str] = {
     "file_access": "agents.abilities.file_access",
     "web_search": "agents.abilities.web_search",
     "custom_tool": "agents.abilities.custom_tool",
+    "phone_controls": "agents.abilities.phone_controls",
 }
 # Named by DESIGN §8; each arrives with its own module.
-PLANNED = ("phone_controls",)  # it needs the voice channel (issue 5)
+PLANNED: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class AbilityResult:
     text: str
     escalation: EscalationRequest | None = None
     refused: bool = False
+    actions: tuple[dict[str, str], ...] = ()  # for the channel (phone controls)
 
 
 class Ability(Protocol):

@@ -86,7 +86,7 @@ def test_every_error_is_reported_with_its_yaml_path() -> None:
 
     errors = _errors(raw)
 
-    assert "channels.fax: unknown channel 'fax' (valid: email, sms, webchat)" in errors
+    assert "channels.fax: unknown channel 'fax' (valid: email, sms, voice, webchat)" in errors
     assert any(e.startswith("channels.sms.numbers[0]:") for e in errors)
     assert any(e.startswith("channels.sms.numbers[1]:") for e in errors)
     assert "channels.sms.agent: Field required" in errors

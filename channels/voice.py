@@ -1,0 +1,225 @@
+"""Voice calls through Twilio Programmable Voice.
+
+Twilio waits on our TwiML, so a call is a conversation the webhook answers itself:
+
+- ``POST /channels/twilio/voice`` -- a call arrives. The caller is resolved by phone
+  number (whoever texted from it before is the same member); the call's start is stored
+  as an empty message, so the agent greets, and the greeting is said in the agent's voice
+  inside ``<Gather input="speech dtmf">``.
+- ``POST /channels/twilio/voice/turn?n=N`` -- what the caller said (``SpeechResult``) or
+  keyed (``Digits``) is stored as message N of the call (external id ``CallSid:N``, so a
+  retried webhook is the same message) and its reply is said. Silence is not a message:
+  the caller is asked again, and after ``silence_limit`` silent turns the call ends
+  politely.
+- A reply not ready within ``reply_wait_seconds`` gets a short filler and a
+  ``<Redirect>`` to ``/channels/twilio/voice/pickup?n=N``, which waits again -- the caller
+  never hears more than a few seconds of silence, and the reply is said once.
+- ``POST /channels/twilio/voice/status`` -- call status callbacks; a finished call closes
+  its conversation.
+
+Replies are held in the outbox for the webhook (``replies_inline``) rather than sent over
+the REST API, and taken exactly once. Phone controls from the agent become TwiML:
+``<Dial>`` (a transfer to an allow-listed number), ``<Hangup/>``, ``<Play digits>``, hold
+music. Every request is checked with twilio's ``RequestValidator`` like SMS. The
+transcript is the conversation's messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import ClassVar
+from urllib.parse import urlencode
+
+from pydantic import ConfigDict, Field, SecretStr
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from channels.base import (
+    ChannelContext,
+    ChannelSettings,
+    Delivery,
+    InboundMessage,
+    OutboundMessage,
+    PickedUp,
+    RawRequest,
+    WebhookReply,
+)
+from channels.sms import E164
+from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
+from people.identities import to_e164
+
+BASE = "/channels/twilio/voice"
+MAX_FILLERS = 10  # x reply_wait_seconds: well past an agent turn's deadline (8 s)
+RAW_FIELDS = ("CallSid", "From", "To", "CallStatus", "SpeechResult", "Confidence", "Digits")
+ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+class VoiceSettings(ChannelSettings):
+    """``channels.voice`` (DESIGN §11); ``account_sid``/``auth_token`` default to SMS's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    account_sid: str = Field(min_length=1)
+    auth_token: SecretStr
+    numbers: tuple[E164, ...] = Field(min_length=1, description="Numbers that take calls.")
+    reply_wait_seconds: float = Field(default=3.0, gt=0, le=10, description="Before a filler.")
+    filler: str = "One moment, please."
+    still_there: str = "Sorry, I didn't catch that. Are you still there?"
+    goodbye: str = "Thanks for calling. Goodbye!"
+    silence_limit: int = Field(default=2, ge=1, le=5)
+    speech_timeout: str = Field(default="auto", description="Gather speechTimeout.")
+
+    def replies_inline(self) -> bool:
+        return True
+
+
+class VoiceChannel:
+    """Phone calls to the workspace's numbers."""
+
+    name: ClassVar[str] = "voice"
+    settings_model: ClassVar[type[ChannelSettings]] = VoiceSettings
+    paths: ClassVar[tuple[str, ...]] = (BASE, f"{BASE}/turn", f"{BASE}/pickup", f"{BASE}/status")
+
+    def __init__(self, settings: VoiceSettings, context: ChannelContext) -> None:
+        self.settings = settings
+        self._context = context
+        self._validator = RequestValidator(settings.auth_token.get_secret_value())
+
+    async def handle(self, request: RawRequest) -> WebhookReply:
+        signature = request.headers.get("X-Twilio-Signature", "")
+        # SECURITY: Twilio signs the URL (query included) and every form field.
+        if not signature or not self._validator.validate(request.url, request.form, signature):
+            raise SignatureInvalid("X-Twilio-Signature does not match this request")
+        form = request.form
+        call_sid = form.get("CallSid", "")
+        if not call_sid.startswith("CA"):
+            raise ValidationFailed("CallSid is missing")
+        inbox = to_e164(form.get("To", ""), self._context.default_region)
+        caller = to_e164(form.get("From", ""), self._context.default_region)
+        if request.path == f"{BASE}/status":
+            if form.get("CallStatus") in ENDED and self._context.end is not None:
+                await self._context.end(self.name, inbox, caller)
+            return WebhookReply("", "text/plain")
+        if inbox not in self.settings.numbers:
+            raise ValidationFailed(f"{inbox} is not one of this workspace's voice numbers")
+        turn, silence = _number(request, "n", 0), _number(request, "silence", 0)
+        if request.path == f"{BASE}/pickup":
+            return await self._say_reply(call_sid, turn, _number(request, "waited", 0))
+        said = (form.get("SpeechResult") or form.get("Digits") or "").strip()
+        if request.path == f"{BASE}/turn" and not said:
+            return self._silence(turn, silence + 1)
+        if request.path == BASE:
+            turn = 0
+        await self._store(call_sid, turn, inbox, caller, said, request)
+        return await self._say_reply(call_sid, turn, 0)
+
+    async def _store(
+        self, call_sid: str, turn: int, inbox: str, caller: str, said: str, request: RawRequest
+    ) -> None:
+        if self._context.submit is None:
+            raise DeliveryFailed("the gateway is not accepting calls", retryable=True)
+        raw = {k: request.form.get(k, "") for k in RAW_FIELDS}
+        await self._context.submit(InboundMessage(
+            channel=self.name, inbox=inbox, sender_kind="phone", sender=caller, text=said,
+            external_id=f"{call_sid}:{turn}", received_at=datetime.now(UTC),
+            thread_key=call_sid, raw=raw,
+        ))  # fmt: skip
+
+    async def _say_reply(self, call_sid: str, turn: int, waited: int) -> WebhookReply:
+        picked = None
+        if self._context.pickup is not None:
+            picked = await self._context.pickup(
+                self.name, f"{call_sid}:{turn}", self.settings.reply_wait_seconds
+            )
+        response = VoiceResponse()
+        if picked is None and waited < MAX_FILLERS:
+            response.say(self.settings.filler)
+            response.redirect(_url("pickup", n=turn, waited=waited + 1), method="POST")
+            return _twiml(response)
+        if picked is None:  # the turn is still not done: keep listening rather than wait on
+            gather = self._gather(turn + 1, "en-US")
+            gather.say(self.settings.still_there)
+            response.append(gather)
+            return _twiml(response)
+        return _twiml(self._render(picked, turn))
+
+    def _render(self, picked: PickedUp, turn: int) -> VoiceResponse:
+        response = VoiceResponse()
+        say = {"voice": picked.voice, "language": picked.language}
+        ends = False
+        for action in picked.actions:
+            ends = ends or action.get("action") in ("transfer", "hangup")
+        texts = list(picked.texts)
+        if ends:
+            for text in texts:
+                response.say(text, **say)
+            for action in picked.actions:
+                _control(response, action)
+            return response
+        for action in picked.actions:
+            _control(response, action)
+        gather = self._gather(turn + 1, picked.language)
+        for text in texts:
+            gather.say(text, **say)
+        response.append(gather)
+        response.redirect(_url("turn", n=turn + 1, silence=1), method="POST")
+        return response
+
+    def _gather(self, turn: int, language: str) -> Gather:
+        return Gather(input="speech dtmf", action=_url("turn", n=turn), method="POST",
+                      speech_timeout=self.settings.speech_timeout, language=language,
+                      action_on_empty_result=True)  # fmt: skip
+
+    def _silence(self, turn: int, silence: int) -> WebhookReply:
+        response = VoiceResponse()
+        if silence >= self.settings.silence_limit:
+            response.say(self.settings.goodbye)
+            response.hangup()
+            return _twiml(response)
+        gather = Gather(input="speech dtmf", action=_url("turn", n=turn, silence=silence),
+                        method="POST", speech_timeout=self.settings.speech_timeout,
+                        action_on_empty_result=True)  # fmt: skip
+        gather.say(self.settings.still_there)
+        response.append(gather)
+        return _twiml(response)
+
+    async def send(self, message: OutboundMessage) -> Delivery:
+        # Replies are said in the call's webhook responses (``replies_inline``); a reply
+        # that reached the deliverer was held for a call that had already ended.
+        raise DeliveryFailed("voice replies are said during the call", retryable=False)
+
+    async def close(self) -> None:
+        return None
+
+
+def _control(response: VoiceResponse, action: Mapping[str, str]) -> None:
+    kind = action.get("action")
+    if kind == "transfer" and action.get("to"):
+        response.dial(action["to"])
+    elif kind == "hangup":
+        response.hangup()
+    elif kind == "dtmf" and action.get("digits"):
+        response.play(digits=action["digits"])
+    elif kind == "hold":
+        if action.get("music"):
+            response.play(action["music"], loop=0)
+        else:
+            response.pause(length=30)
+
+
+def _url(step: str, **query: int) -> str:
+    return f"{BASE}/{step}?{urlencode(query)}"
+
+
+def _number(request: RawRequest, name: str, default: int) -> int:
+    raw = request.url.partition("?")[2]
+    for part in raw.split("&"):
+        key, _, value = part.partition("=")
+        if key == name and value.isdigit() and len(value) < 6:
+            return int(value)
+    return default
+
+
+def _twiml(response: VoiceResponse) -> WebhookReply:
+    return WebhookReply(str(response), "application/xml")
