@@ -18,12 +18,14 @@ Any step may have an ``id`` (for ``goto``) and an ``agent`` (who runs it; the wo
 embedded model drives it directly, an LLM agent through its ``record_field`` tool, and the
 same checks apply to both. Its position (``WorkflowState``) is saved on the conversation
 with the reply, so it survives restarts, and answers are saved on the member's ``data``
-(an ``email``/``phone`` answer also as the member's identity, a ``name`` one as its name).
+(a ``name`` one also as its name; see ``people.answers`` for why an email or phone answer
+does not become the member's identity).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ FieldType = Literal["text", "email", "phone", "number", "date", "time", "choice"
 Id = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 MAX_ATTEMPTS = 3
 MAX_ANSWER = 1000
+MAX_NUMBER = 1e15  # JSON, and both databases, hold these exactly
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _CLOCK = re.compile(r"^\s*(\d{1,2})(?:[:.h](\d{2}))?\s*(am|pm|a\.m\.|p\.m\.)?\s*$", re.IGNORECASE)
@@ -266,6 +269,8 @@ def typed(step: Ask, raw: str, region: str, today: date | None = None) -> Any:
             number = float(text.replace(",", ""))
         except ValueError:
             raise ValidationFailed(f"'{text}' is not a number.") from None
+        if not math.isfinite(number) or abs(number) > MAX_NUMBER:
+            raise ValidationFailed(f"'{text}' is not a number I can use.")
         return int(number) if number.is_integer() else number
     if step.type == "date":
         return _date(text, today or date.today()).isoformat()

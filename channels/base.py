@@ -65,6 +65,7 @@ class InboundMessage:
     raw: Mapping[str, Any] = field(default_factory=dict)
     reply_context: Mapping[str, str] = field(default_factory=dict)  # comes back on replies
     answer: bool = True  # False: store it, never reply (automatic mail, say)
+    verified: bool = True  # False: the sender may be forged; the turn gets contact rights
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class ChannelSettings(BaseModel):
     def agents(self) -> set[str]:
         """Every agent this channel names."""
         return {self.agent}
+
+    def joins_replies(self) -> bool:
+        """Whether one turn's replies go out as one message (an email) rather than several."""
+        return False
 
     def replies_inline(self) -> bool:
         """Whether replies go back in the provider's webhook response (a voice call)

@@ -13,6 +13,11 @@ turned into text, quoted history ("On ... wrote:", ``>`` lines) and the signatur
 The inbox is the recipient address that is one of ``inboxes`` (``reply+<anything>@`` an
 inbox counts as that inbox). The dedupe key is the Message-ID.
 
+The sender is the ``From`` address. Mail is easy to forge, so an email conversation runs
+with the ``contact`` role's permissions (nothing but the member itself) unless the message
+is authenticated: ``trust_authentication_results`` and a ``dmarc=pass`` from your own mail
+server.
+
 Loop safety: mail that is automatic -- ``Auto-Submitted`` other than ``no``, ``Precedence:
 bulk/junk/list``, ``List-*`` headers, ``X-Auto-Response-Suppress`` with OOF or All,
 ``X-Autoreply``/``X-Autorespond``, an empty ``Return-Path``, mail from MAILER-DAEMON or a
@@ -114,6 +119,11 @@ class EmailSettings(ChannelSettings):
     smtp: SmtpRelay | None = None
     from_name: str | None = None
     max_auto_replies_per_hour: int = Field(default=5, ge=0)
+    trust_authentication_results: bool = Field(
+        default=False,
+        description="Believe a dmarc=pass in the top Authentication-Results header (set it "
+        "only when your receiving server adds that header and strips senders' own).",
+    )
 
     @model_validator(mode="after")
     def _default_agent(self) -> EmailSettings:
@@ -126,6 +136,9 @@ class EmailSettings(ChannelSettings):
 
     def agents(self) -> set[str]:
         return {self.agent, *(i.agent for i in self.inboxes)}
+
+    def joins_replies(self) -> bool:
+        return True  # one turn, one email
 
     def inbox_of(self, address: str) -> str | None:
         """The inbox ``address`` reaches (``reply+x@`` an inbox reaches that inbox)."""
@@ -248,10 +261,23 @@ class EmailChannel:
     ) -> InboundMessage:
         """A raw message as an ``InboundMessage`` (``ValidationFailed`` if it is not one of
         ours or not readable)."""
+        try:
+            return self._parse(raw, return_path, recipients)
+        except ValidationFailed:
+            raise
+        except Exception as exc:  # the email package on hostile input: unreadable, not a 500
+            log.info("email: unreadable message (%s: %s)", type(exc).__name__, exc)
+            raise ValidationFailed(
+                f"the message could not be read ({type(exc).__name__})"
+            ) from None
+
+    def _parse(
+        self, raw: bytes, return_path: str | None, recipients: list[str] | None
+    ) -> InboundMessage:
         message = BytesParser(policy=policy.default).parsebytes(raw)
         if not isinstance(message, EmailMessage):
             raise ValidationFailed("not an email message")
-        sender_header = str(message.get("Reply-To") or message.get("From") or "")
+        sender_header = _header(message, "From")  # who it is; Reply-To is not an identity
         try:
             sender = to_email(parseaddr(sender_header)[1] or (return_path or "").strip("<>"))
         except ValidationFailed:
@@ -265,11 +291,11 @@ class EmailChannel:
         inbox = next((i for i in (self.settings.inbox_of(a) for a in addresses if a) if i), None)
         if inbox is None:
             raise ValidationFailed("the message is not addressed to any of our inboxes")
-        message_id = clean(str(message.get("Message-ID", ""))) or (
+        message_id = clean(_header(message, "Message-ID")) or (
             "<" + hashlib.sha256(raw).hexdigest()[:32] + "@frontdesk.invalid>"
         )
-        subject = clean(str(message.get("Subject", "")))
-        references = clean(str(message.get("References", "")))
+        subject = clean(_header(message, "Subject"))
+        references = clean(_header(message, "References"))
         why_not = automatic(message, return_path)
         text = trim(_body(message))[:MAX_TEXT]
         files = [
@@ -307,7 +333,15 @@ class EmailChannel:
                 "references": f"{references} {message_id}".strip(),
             },
             answer=why_not is None,
+            verified=self._authenticated(message),
         )
+
+    def _authenticated(self, message: EmailMessage) -> bool:
+        """Whether the sender's address is proven (DMARC passed, per our own MTA)."""
+        if not self.settings.trust_authentication_results:
+            return False
+        results = _header(message, "Authentication-Results").lower()
+        return bool(re.search(r"\bdmarc=pass\b", results))
 
     def acknowledge(self, message: InboundMessage) -> WebhookReply:
         return WebhookReply("ok")
@@ -412,7 +446,7 @@ class _SmtpHandler:
         try:
             message = self._channel.parse_mime(raw, return_path, list(envelope.rcpt_tos))
         except ValidationFailed as exc:
-            return f"554 5.6.0 {exc.message}"
+            return f"554 5.6.0 {clean(exc.message)[:200]}"
         submit = self._channel._context.submit
         if submit is None:
             return "451 4.3.0 not accepting mail now"
@@ -441,9 +475,22 @@ def _mime_of(request: RawRequest) -> bytes:
     raise ValidationFailed("send the raw message as message/rfc822 or multipart/form-data")
 
 
+def _header(message: EmailMessage, name: str) -> str:
+    """A header's value; its raw text when the email package cannot parse it."""
+    try:
+        return str(message.get(name, ""))
+    except Exception:  # a malformed Message-ID ("<>") raises inside the header registry
+        raw = next((v for k, v in message.raw_items() if k.lower() == name.lower()), "")
+        return str(raw)
+
+
 def _body(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain", "html"))
     if part is None:
         return ""
-    content = part.get_content()
-    return html_to_text(content) if part.get_content_type() == "text/html" else str(content)
+    try:
+        content = str(part.get_content())
+    except (LookupError, UnicodeError):  # an unknown charset: read it as well as we can
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
+    return html_to_text(content) if part.get_content_type() == "text/html" else content

@@ -50,6 +50,7 @@ from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
 from people.identities import to_e164
 
 BASE = "/channels/twilio/voice"
+HOLD_LOOPS = 3  # hold music plays this many times, then the call listens again
 MAX_FILLERS = 10  # x reply_wait_seconds: well past an agent turn's deadline (8 s)
 RAW_FIELDS = ("CallSid", "From", "To", "CallStatus", "SpeechResult", "Confidence", "Digits")
 ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
@@ -67,6 +68,10 @@ class VoiceSettings(ChannelSettings):
     filler: str = "One moment, please."
     still_there: str = "Sorry, I didn't catch that. Are you still there?"
     goodbye: str = "Thanks for calling. Goodbye!"
+    withheld: str = (
+        "Sorry, we can't take calls from withheld numbers. Please call from a number we can "
+        "see, or send us a text."
+    )
     silence_limit: int = Field(default=2, ge=1, le=5)
     speech_timeout: str = Field(default="auto", description="Gather speechTimeout.")
 
@@ -96,7 +101,16 @@ class VoiceChannel:
         if not call_sid.startswith("CA"):
             raise ValidationFailed("CallSid is missing")
         inbox = to_e164(form.get("To", ""), self._context.default_region)
-        caller = to_e164(form.get("From", ""), self._context.default_region)
+        try:
+            caller = to_e164(form.get("From", ""), self._context.default_region)
+        except ValidationFailed:
+            # A withheld number ("Anonymous", "+266696687") or a client: no member to be.
+            if request.path == f"{BASE}/status":
+                return WebhookReply("", "text/plain")
+            response = VoiceResponse()
+            response.say(self.settings.withheld)
+            response.hangup()
+            return _twiml(response)
         if request.path == f"{BASE}/status":
             if form.get("CallStatus") in ENDED and self._context.end is not None:
                 await self._context.end(self.name, inbox, caller)
@@ -157,11 +171,15 @@ class VoiceChannel:
             for action in picked.actions:
                 _control(response, action)
             return response
-        for action in picked.actions:
-            _control(response, action)
         gather = self._gather(turn + 1, picked.language)
-        for text in texts:
-            gather.say(text, **say)
+        if picked.actions:  # say it, do it (hold, tones), then listen again
+            for text in texts:
+                response.say(text, **say)
+            for action in picked.actions:
+                _control(response, action)
+        else:
+            for text in texts:
+                gather.say(text, **say)
         response.append(gather)
         response.redirect(_url("turn", n=turn + 1, silence=1), method="POST")
         return response
@@ -185,9 +203,9 @@ class VoiceChannel:
         return _twiml(response)
 
     async def send(self, message: OutboundMessage) -> Delivery:
-        # Replies are said in the call's webhook responses (``replies_inline``); a reply
-        # that reached the deliverer was held for a call that had already ended.
-        raise DeliveryFailed("voice replies are said during the call", retryable=False)
+        # Agent replies are held for the call (``replies_inline``) and never come here; an
+        # operator's reply to a call would, and there is no way to say it outside a call.
+        raise DeliveryFailed("voice replies can only be said during the call", retryable=False)
 
     async def close(self) -> None:
         return None
@@ -203,7 +221,7 @@ def _control(response: VoiceResponse, action: Mapping[str, str]) -> None:
         response.play(digits=action["digits"])
     elif kind == "hold":
         if action.get("music"):
-            response.play(action["music"], loop=0)
+            response.play(action["music"], loop=HOLD_LOOPS)
         else:
             response.pause(length=30)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import MemberFacts, TurnInput, TurnResult
@@ -173,6 +173,7 @@ class Pipeline:
                     "thread_key": m.thread_key,
                     "reply_context": dict(m.reply_context),
                     "answer": m.answer,
+                    "verified": m.verified,
                 },
                 "status": "pending",
                 "attempts": 0,
@@ -264,7 +265,11 @@ class Pipeline:
                         member=member,
                         conversation_id=conversation.id,
                         workflow=WorkflowState.from_json((conversation.data or {}).get("workflow")),
-                        role=book.get(member.role),
+                        # A sender that may be forged (unauthenticated mail) gets what
+                        # any contact gets: nothing beyond itself.
+                        role=book.get(member.role)
+                        if (i.payload or {}).get("verified", True)
+                        else book.get("contact"),
                     ),
                 )
             )
@@ -282,7 +287,7 @@ class Pipeline:
             sent = await session.execute(
                 select(func.count()).select_from(Outbox).where(
                     Outbox.channel == i.channel, Outbox.to_address == i.sender,
-                    Outbox.created_at >= since,
+                    Outbox.created_at >= since, Outbox.key.like("reply:%:0"),
                 )
             )  # fmt: skip
             if int(sent.scalar_one()) >= cap:
@@ -322,13 +327,18 @@ class Pipeline:
     async def _write_replies(
         self, session: AsyncSession, finished: Sequence[tuple[Turn, TurnResult | None]]
     ) -> None:
-        replies = [
-            (turn, index, text, result.actions if index == len(result.replies) - 1 else ())
-            for turn, result in finished
-            if result is not None
-            # Call controls with nothing to say still need a row to travel in.
-            for index, text in enumerate(result.replies or (("",) if result.actions else ()))
-        ]
+        replies = []
+        for turn, result in finished:
+            if result is None:
+                continue
+            texts = list(result.replies) or ([""] if result.actions else [])
+            if len(texts) > 1 and self._settings.channel(turn.channel).joins_replies():
+                texts = ["\n\n".join(texts)]
+            for index, text in enumerate(texts):
+                # Call controls travel with the last row (one with no text when nothing is said).
+                replies.append(
+                    (turn, index, text, result.actions if index == len(texts) - 1 else ())
+                )
         if not replies:
             return
         now = utcnow()
@@ -389,23 +399,37 @@ class Pipeline:
                     .where(Inbound.channel == channel, Inbound.external_id == external_id)
                 )).first()  # fmt: skip
                 if row is not None and row.status != "pending":
-                    return await self._take_held(session, row.id)
+                    return await self._take_held(session, row.id, channel, external_id)
             if row is None or loop.time() >= deadline:
                 return None
             await asyncio.sleep(PICKUP_POLL_SECONDS)
 
-    async def _take_held(self, session: AsyncSession, inbound_id: int) -> PickedUp:
+    async def _take_held(
+        self, session: AsyncSession, inbound_id: int, channel: str, external_id: str
+    ) -> PickedUp:
         outbox = table_of(Outbox)
+        # Replies of earlier turns of the same call still held (a turn that outlasted its
+        # fillers) are said first, once; this turn's are taken again for a retried webhook.
+        thread = external_id.rpartition(":")[0]
+        earlier = await session.execute(
+            select(Inbound.id).where(
+                Inbound.channel == channel, Inbound.external_id.like(f"{thread}:%"),
+                Inbound.id < inbound_id,
+            )
+        ) if thread else None  # fmt: skip
+        earlier_ids = list(earlier.scalars()) if earlier is not None else []
+        mine = outbox.c.key.like(f"reply:{inbound_id}:%") & outbox.c.status.in_(("held", "sent"))
+        wanted: ColumnElement[bool] = mine
+        if earlier_ids:
+            stuck = or_(*[outbox.c.key.like(f"reply:{i}:%") for i in earlier_ids])
+            wanted = or_(mine, stuck & (outbox.c.status == "held"))
         taken = await session.execute(
             update(outbox)
-            # "sent" too: a provider retrying the webhook never got our first answer.
-            .where(
-                outbox.c.key.like(f"reply:{inbound_id}:%"), outbox.c.status.in_(("held", "sent"))
-            )
+            .where(wanted)
             .values(status="sent", sent_at=utcnow())
-            .returning(outbox.c.key, outbox.c.payload, outbox.c.message_id)
+            .returning(outbox.c.id, outbox.c.key, outbox.c.payload, outbox.c.message_id)
         )
-        rows = sorted(taken, key=lambda r: int(r.key.rsplit(":", 1)[1]))
+        rows = sorted(taken, key=lambda r: r.id)
         message_ids = [r.message_id for r in rows if r.message_id is not None]
         if message_ids:
             await session.execute(

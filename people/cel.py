@@ -217,7 +217,14 @@ class CelRunner:
         """``expression``'s value over ``activation`` (JSON-like values); ``CelFailed`` if not."""
         parse(expression)
         async with self._lock:
-            status, value = await asyncio.to_thread(self._call, expression, activation)
+            work = asyncio.ensure_future(asyncio.to_thread(self._call, expression, activation))
+            try:
+                status, value = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # The caller gave up (a turn's deadline), but the thread still owns the
+                # worker's pipe: hold the lock until it is done (within its own deadline).
+                await asyncio.wait([work])
+                raise
         if status != "ok":
             raise CelFailed(value)
         return value

@@ -32,10 +32,32 @@ class AddressRefused(Exception):
     """The URL's scheme or address is not one an ability may reach."""
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo, NAT64, compatible)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d, deprecated "IPv4-compatible"
+        return ipaddress.IPv4Address(int(ip))
+    return None
+
+
 def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+        address.split("%", 1)[0]
+    )
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            ip = inner
     return ip.is_global and not ip.is_multicast
 
 
@@ -104,7 +126,11 @@ async def fetch(
             async with session.request(method, url, allow_redirects=False, **options) as response:
                 location = response.headers.get("Location")
                 if response.status in (301, 302, 303, 307, 308) and location:
-                    url = str(response.url.join(URL(location)))
+                    target = response.url.join(URL(location))
+                    if target.origin() != response.url.origin():
+                        # Another host: the tool's headers (its secrets) stay behind.
+                        options = {k: v for k, v in options.items() if k != "headers"}
+                    url = str(target)
                     if response.status == 303 or (
                         response.status in (301, 302) and method == "POST"
                     ):

@@ -70,7 +70,8 @@ LOCAL = frozenset({"127.0.0.1"})
     "url",
     ["file:///etc/passwd", "ftp://example.com/x", "http://10.0.0.1/", "http://192.168.1.1/",
      "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "http://0.0.0.0/",
-     "http://[::ffff:127.0.0.1]/"],
+     "http://[::ffff:127.0.0.1]/", "http://[64:ff9b::a00:1]/", "http://[2002:7f00:1::]/",
+     "http://[::127.0.0.1]/"],
 )  # fmt: skip
 async def test_non_public_addresses_and_other_schemes_are_refused(url: str) -> None:
     with pytest.raises(AddressRefused):
@@ -80,7 +81,7 @@ async def test_non_public_addresses_and_other_schemes_are_refused(url: str) -> N
 async def test_loopback_is_refused_unless_allow_listed_and_redirects_are_checked(
     api: tuple[FakeApi, str],
 ) -> None:
-    _, base = api
+    fake, base = api
     with pytest.raises(AddressRefused):
         await fetch("GET", f"{base}/orders/1")
     port = base.rsplit(":", 1)[1]
@@ -89,6 +90,12 @@ async def test_loopback_is_refused_unless_allow_listed_and_redirects_are_checked
     assert (await fetch("GET", f"{base}/orders/1", allow_hosts=LOCAL)).status == 200
     with pytest.raises(AddressRefused, match=r"127\.0\.0\.2 is not a public address"):
         await fetch("GET", f"{base}/redirect", allow_hosts=LOCAL)
+    fake.redirect_to = f"http://localhost:{port}/orders/9"
+    both = frozenset({"127.0.0.1", "localhost"})
+    moved = await fetch("GET", f"{base}/redirect", allow_hosts=both,
+                        headers={"Authorization": "Bearer tool-secret"})  # fmt: skip
+    assert moved.status == 200
+    assert "Authorization" not in fake.requests[-1][2]  # a secret never follows to another host
     big = await fetch("GET", f"{base}/big", allow_hosts=LOCAL, max_bytes=100)
     assert (len(big.text), big.truncated) == (100, True)
 

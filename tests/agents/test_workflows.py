@@ -20,7 +20,7 @@ from gateway.settings import Settings, from_mapping
 from people import cel
 from store.models import Booking, Conversation, Handoff, Identity, Member
 from tests.fakes.twilio_api import FakeTwilio
-from tests.helpers import Gateway, make_config, make_settings, receive
+from tests.helpers import Gateway, add_member, make_config, make_settings, receive
 
 INTAKE: dict[str, Any] = {
     "name": "intake",
@@ -94,6 +94,15 @@ async def test_the_embedded_agent_runs_a_workflow_step_by_step(runtime: Runtime)
     assert done.workflow.state is None
     assert chat.collected == {"name": "Ann Archer", "age": 41, "reason": "check-up",
                               "email": "ann@example.com", "day": "2026-12-03"}  # fmt: skip
+
+
+async def test_a_number_must_be_one_a_database_can_hold(runtime: Runtime) -> None:
+    chat = Chat(runtime)
+    await chat.say("new patient")
+    await chat.say("Ann")
+    for text in ("nan", "1e400"):
+        reply = (await chat.say(text)).replies[0]
+        assert reply == f"'{text}' is not a number I can use. How old are you, Ann?"
 
 
 async def test_a_branch_can_hand_the_member_to_a_person(runtime: Runtime) -> None:
@@ -238,14 +247,27 @@ async def test_an_sms_workflow_saves_the_answers_on_the_member(intake_gateway: G
         == "Thanks Ann Archer! A check-up on 2026-12-03; we'll write to ann@example.com."
     )
     [ann] = await gw.all(select(Member))
-    assert (ann.name, ann.kind, ann.email) == ("Ann Archer", "contact", "ann@example.com")
+    assert (ann.name, ann.kind, ann.email) == ("Ann Archer", "anonymous", None)
     assert ann.data == {"name": "Ann Archer", "age": 41, "reason": "check-up",
                         "email": "ann@example.com", "day": "2026-12-03"}  # fmt: skip
     identities = {(i.kind, i.address) for i in await gw.all(select(Identity))}
-    assert identities == {("phone", "+14155551234"), ("email", "ann@example.com")}
+    assert identities == {("phone", "+14155551234")}  # a typed email proves nothing
     [conversation] = await gw.all(select(Conversation))
     assert conversation.workflow is None
     assert "workflow" not in conversation.data
+
+
+async def test_typing_a_known_members_email_does_not_make_you_that_member(
+    intake_gateway: Gateway,
+) -> None:
+    gw = intake_gateway
+    await add_member(gw, "boss@example.com", kind="team", role="owner", token=False)
+    await _texts(gw, "new patient", "Mallory", "40", "check-up", "boss@example.com")
+    texter = (await gw.all(select(Member).where(Member.name == "Mallory")))[0]
+    [boss] = await gw.all(select(Member).where(Member.email == "boss@example.com"))
+    assert (texter.id != boss.id, texter.role, texter.merged_into) == (True, "contact", None)
+    assert texter.data["email"] == "boss@example.com"
+    assert boss.merged_into is None
 
 
 async def test_a_workflow_continues_after_a_restart(
@@ -306,7 +328,7 @@ async def test_the_demo_intake_books_a_slot_in_the_web_chat(
             if said[-1].startswith(("Free times", "Booked")):
                 said.append((await receive(ws, "message"))["text"])
         await ws.close()
-        [ann] = await gw.all(select(Member).where(Member.email == "ann@example.com"))
+        [ann] = await gw.all(select(Member).where(Member.name == "Ann Archer"))
         [booking] = await gw.all(select(Booking))
     assert said[4].startswith(f"Free times on {day.strftime('%A %B ')}{day.day}: ")
     assert said[-2].startswith(f"Booked: {day.strftime('%A %B ')}{day.day} at 10 AM")

@@ -129,6 +129,14 @@ async def test_a_forged_call_is_refused_and_nothing_is_stored(call_gateway: Gate
     assert await call_gateway.count(Inbound) == 0
 
 
+async def test_a_withheld_number_is_told_so_and_nothing_is_stored(call_gateway: Gateway) -> None:
+    response = await _post(call_gateway, "/channels/twilio/voice", _form(From="Anonymous"))
+    root = _twiml(await response.text())
+    assert _said(root)[0].startswith("Sorry, we can't take calls from withheld numbers.")
+    assert root.find("Hangup") is not None
+    assert await call_gateway.count(Inbound) == 0
+
+
 async def test_silence_twice_ends_the_call_politely(call_gateway: Gateway) -> None:
     first = _twiml(
         await (await _post(call_gateway, "/channels/twilio/voice/turn", _form(), n=1)).text()
