@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 
 async def request(
     session: AsyncSession, conversation: Conversation, reason: str, trigger: str
-) -> Handoff:
-    """Open a handoff for ``conversation`` (or return the one already open)."""
+) -> tuple[Handoff, bool]:
+    """Open a handoff for ``conversation`` (or return the one already open); whether it
+    is new."""
     existing = (
         await session.execute(
             select(Handoff).where(
@@ -27,11 +28,11 @@ async def request(
         )
     ).scalar_one_or_none()
     if existing is not None:
-        return existing
+        return existing, False
     handoff = Handoff(conversation_id=conversation.id, reason=reason, trigger=trigger)
     session.add(handoff)
     if conversation.status == "bot":
         conversation.status = "queued"
     await session.flush()
     log.info("handoff opened on conversation %s (%s: %s)", conversation.id, trigger, reason)
-    return handoff
+    return handoff, True

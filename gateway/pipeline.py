@@ -19,8 +19,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,6 +29,7 @@ from agents.base import MemberFacts, TurnInput, TurnResult
 from agents.workflows import WorkflowState
 from channels.base import InboundMessage, PickedUp
 from escalation import handoffs
+from escalation.hours import Hours
 from gateway import conversations
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
@@ -96,15 +97,16 @@ def _facts(member: Member) -> MemberFacts:
     )  # fmt: skip
 
 
-async def _apply_effects(session: AsyncSession, turn: Turn, result: TurnResult) -> None:
-    """What a turn did besides replying: answers, workflow position, a handoff."""
+async def _apply_effects(session: AsyncSession, turn: Turn, result: TurnResult) -> bool:
+    """What a turn did besides replying: answers, workflow position, a handoff; whether a
+    handoff was opened (rather than one already open, or none)."""
     if result.collected:
         await answers.record(session, turn.member_id, result.collected, result.field_types)
     if result.workflow is None and result.escalation is None:
-        return
+        return False
     conversation = await session.get(Conversation, turn.conversation_id)
     if conversation is None:
-        return
+        return False
     if result.workflow is not None:
         state = result.workflow.state
         data = {k: v for k, v in (conversation.data or {}).items() if k != "workflow"}
@@ -113,9 +115,11 @@ async def _apply_effects(session: AsyncSession, turn: Turn, result: TurnResult) 
         conversation.data = data
         conversation.workflow = state.workflow if state is not None else None
     if result.escalation is not None:
-        await handoffs.request(
+        _, opened = await handoffs.request(
             session, conversation, result.escalation.reason, result.escalation.trigger
         )
+        return opened
+    return False
 
 
 def queue_key(message: InboundMessage) -> str:
@@ -131,12 +135,16 @@ class Pipeline:
         settings: Settings,
         metrics: Metrics,
         on_outbox: Callable[[], None],
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``now`` is the clock business hours are judged by (tests set the time)."""
         self._sessions = sessions
         self._queue = queue
         self._settings = settings
         self._metrics = metrics
         self._on_outbox = on_outbox
+        self._hours = Hours(settings.escalation, settings.workspace.timezone)
+        self._now = now
         self._accepts = Batcher(self._store, MAX_BATCH, "accept")
         self._finishes = Batcher(self._finish_many, MAX_BATCH, "finish", self.defer_to_accepts)
         self._checks = Batcher(self._pending_among, MAX_BATCH, "pending", self.defer_to_accepts)
@@ -318,10 +326,16 @@ class Pipeline:
             done = set(marked.scalars())
             # A message finished elsewhere (its lease ran out) keeps that run's replies.
             finished = [(t, r) for t, r in items if t.inbound_id in done and r is not None]
-            await self._write_replies(session, finished)
+            told = []
             for turn, result in finished:
-                if result is not None:
-                    await _apply_effects(session, turn, result)
+                if result is not None and await _apply_effects(session, turn, result):
+                    # A new handoff: say when a person will be there (business hours).
+                    message = self._hours.handoff_message(turn.inbox, self._now())
+                    result = (
+                        replace(result, replies=(*result.replies, message)) if message else result
+                    )
+                told.append((turn, result))
+            await self._write_replies(session, told)
         return [None] * len(items)
 
     async def _write_replies(

@@ -28,6 +28,7 @@ import channels
 from agents.settings import AgentSettings
 from agents.workflows import UseAbility, WorkflowSettings
 from channels.base import ChannelSettings
+from escalation.hours import EscalationSettings
 from gateway.errors import ConfigError, ErrorDetail
 from people.roles import BUILTIN_ROLES, Role
 from people.settings import PeopleSettings
@@ -105,6 +106,7 @@ class Settings(BaseModel):
     channels: dict[str, SerializeAsAny[ChannelSettings]] = Field(default_factory=dict)
     agents: tuple[AgentSettings, ...] = ()
     workflows: tuple[WorkflowSettings, ...] = ()
+    escalation: EscalationSettings = EscalationSettings()
     people: PeopleSettings = PeopleSettings()
     roles: dict[str, Role] = Field(
         default_factory=dict, description="Roles by name; these replace built-ins of that name."
