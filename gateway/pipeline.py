@@ -25,11 +25,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agents.base import MemberFacts, TurnInput, TurnResult
+from agents.base import EscalationRequest, MemberFacts, TurnInput, TurnResult
 from agents.workflows import WorkflowState
 from channels.base import InboundMessage, PickedUp
 from escalation import handoffs
-from escalation.hours import Hours
+from escalation.hours import Hours, TriggerSettings
 from gateway import conversations
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
@@ -97,16 +97,27 @@ def _facts(member: Member) -> MemberFacts:
     )  # fmt: skip
 
 
-async def _apply_effects(session: AsyncSession, turn: Turn, result: TurnResult) -> bool:
+async def _apply_effects(
+    session: AsyncSession, turn: Turn, result: TurnResult, triggers: TriggerSettings
+) -> bool:
     """What a turn did besides replying: answers, workflow position, a handoff; whether a
     handoff was opened (rather than one already open, or none)."""
     if result.collected:
         await answers.record(session, turn.member_id, result.collected, result.field_types)
-    if result.workflow is None and result.escalation is None:
+    stalled = triggers.turns_without_progress
+    if result.workflow is None and result.escalation is None and stalled is None:
         return False
     conversation = await session.get(Conversation, turn.conversation_id)
     if conversation is None:
         return False
+    if stalled is not None and result.escalation is None:
+        # Answers that did not help, in a row (the embedded model says so in meta).
+        data = dict(conversation.data or {})
+        data["unhelped"] = int(data.get("unhelped", 0)) + 1 if result.meta.get("unanswered") else 0
+        conversation.data = data
+        if data["unhelped"] >= stalled:
+            reason = f"{data['unhelped']} answers in a row did not help"
+            result = replace(result, escalation=EscalationRequest(reason, "no_progress"))
     if result.workflow is not None:
         state = result.workflow.state
         data = {k: v for k, v in (conversation.data or {}).items() if k != "workflow"}
@@ -327,8 +338,14 @@ class Pipeline:
             # A message finished elsewhere (its lease ran out) keeps that run's replies.
             finished = [(t, r) for t, r in items if t.inbound_id in done and r is not None]
             told = []
+            triggers = self._settings.escalation.triggers
             for turn, result in finished:
-                if result is not None and await _apply_effects(session, turn, result):
+                if result is not None and result.escalation is None and turn.answer:
+                    matched = triggers.matching(turn.input.text)
+                    if matched is not None:
+                        reason = f"the message matched '{matched}'"
+                        result = replace(result, escalation=EscalationRequest(reason, "keyword"))
+                if result is not None and await _apply_effects(session, turn, result, triggers):
                     # A new handoff: say when a person will be there (business hours).
                     message = self._hours.handoff_message(turn.inbox, self._now())
                     result = (
