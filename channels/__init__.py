@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "webchat": "channels.webchat:WebChatChannel",
     "email": "channels.email:EmailChannel",
     "voice": "channels.voice:VoiceChannel",
+    "slack": "channels.slack:SlackChannel",
 }
 
 

@@ -198,6 +198,15 @@ class WebhookReply:
     content_type: str = "text/plain"
 
 
+class Answered(Exception):
+    """Raised by ``parse`` for a request that is answered but stores nothing (a URL check,
+    an event the channel ignores)."""
+
+    def __init__(self, reply: WebhookReply) -> None:
+        super().__init__(reply.body)
+        self.reply = reply
+
+
 @runtime_checkable
 class WebhookReceiver(Protocol):
     """A channel whose provider calls us over HTTP at ``webhook_path``."""

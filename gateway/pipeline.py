@@ -36,10 +36,19 @@ from gateway.bus import WorkQueue
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from people import answers, members
-from people.roles import load_book
+from people.roles import Need, allows, load_book
 from store import outbox
 from store.engine import insert, insert_rows
-from store.models import Conversation, Inbound, Member, Message, Outbox, table_of, utcnow
+from store.models import (
+    Conversation,
+    Handoff,
+    Inbound,
+    Member,
+    Message,
+    Outbox,
+    table_of,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +108,17 @@ def _facts(member: Member) -> MemberFacts:
 
 async def _apply_effects(
     session: AsyncSession, turn: Turn, result: TurnResult, triggers: TriggerSettings
-) -> bool:
-    """What a turn did besides replying: answers, workflow position, a handoff; whether a
-    handoff was opened (rather than one already open, or none)."""
+) -> Handoff | None:
+    """What a turn did besides replying: answers, workflow position, a handoff; the handoff
+    if this turn opened one (not one already open)."""
     if result.collected:
         await answers.record(session, turn.member_id, result.collected, result.field_types)
     stalled = triggers.turns_without_progress
     if result.workflow is None and result.escalation is None and stalled is None:
-        return False
+        return None
     conversation = await session.get(Conversation, turn.conversation_id)
     if conversation is None:
-        return False
+        return None
     if stalled is not None and result.escalation is None:
         # Answers that did not help, in a row (the embedded model says so in meta).
         data = dict(conversation.data or {})
@@ -126,11 +135,11 @@ async def _apply_effects(
         conversation.data = data
         conversation.workflow = state.workflow if state is not None else None
     if result.escalation is not None:
-        _, opened = await handoffs.request(
+        handoff, opened = await handoffs.request(
             session, conversation, result.escalation.reason, result.escalation.trigger
         )
-        return opened
-    return False
+        return handoff if opened else None
+    return None
 
 
 def queue_key(message: InboundMessage) -> str:
@@ -237,7 +246,18 @@ class Pipeline:
         await self.defer_to_accepts()
         async with self._sessions.begin() as session:
             oldest = await _oldest_pending(session, keys)
-            return await self._prepare(session, oldest) if oldest else []
+            team = [
+                i
+                for i in oldest
+                if ((i.payload or {}).get("raw") or {}).get("kind") == "team_reply"
+            ]
+            if team:
+                await self._team_replies(session, team)
+                oldest = [i for i in oldest if i not in team]
+            turns = await self._prepare(session, oldest) if oldest else []
+        for inbound in team:
+            await self.enqueue(inbound.queue_key)  # its next message, if any
+        return turns
 
     async def _prepare(self, session: AsyncSession, batch: list[Inbound]) -> list[Turn]:
         seen_at = max(i.received_at for i in batch)
@@ -345,7 +365,9 @@ class Pipeline:
                     if matched is not None:
                         reason = f"the message matched '{matched}'"
                         result = replace(result, escalation=EscalationRequest(reason, "keyword"))
-                if result is not None and await _apply_effects(session, turn, result, triggers):
+                handoff = await _apply_effects(session, turn, result, triggers) if result else None
+                if result is not None and handoff is not None:
+                    await self._post_handoff(session, turn, result, handoff)
                     # A new handoff: say when a person will be there (business hours).
                     message = self._hours.handoff_message(turn.inbox, self._now())
                     result = (
@@ -354,6 +376,96 @@ class Pipeline:
                 told.append((turn, result))
             await self._write_replies(session, told)
         return [None] * len(items)
+
+    async def _post_handoff(
+        self, session: AsyncSession, turn: Turn, result: TurnResult, handoff: Handoff
+    ) -> None:
+        """Open the handoff's thread in Slack's handoff channel, if Slack is configured."""
+        slack = self._settings.channels.get("slack")
+        if slack is None:
+            return
+        channel = str(getattr(slack, "handoff_channel", ""))
+        said = [f"> {u.author}: {u.text}" for u in turn.input.history[-4:]]
+        said += [f"> member: {turn.input.text}", *(f"> agent: {r}" for r in result.replies)]
+        who = turn.input.member_name or f"member {turn.member_id}"
+        text = (
+            f"{who} ({turn.channel} {turn.to}) needs a person: {handoff.reason}\n"
+            + "\n".join(said)
+            + "\nReply in this thread to answer them; start with note: to keep it internal."
+        )
+        now = utcnow()
+        await outbox.enqueue_many(session, [Outbox(
+            key=f"handoff:{handoff.id}:slack", message_id=None, channel="slack", inbox=channel,
+            to_address=channel, status="pending", attempts=0, next_attempt_at=now, created_at=now,
+            payload={"text": text, "author": "system", "name": "frontdesk",
+                     "context": {"channel": channel}, "conversation": turn.conversation_id},
+        )])  # fmt: skip
+
+    async def _team_replies(self, session: AsyncSession, rows: Sequence[Inbound]) -> None:
+        """Replies by team members in Slack handoff threads: to the customer, or refused."""
+        book = await load_book(session, self._settings.roles)
+        now = utcnow()
+        for inbound in rows:
+            raw = (inbound.payload or {}).get("raw") or {}
+            thread = str(raw.get("thread_ts") or "")
+            post = (await session.execute(
+                select(Outbox).where(Outbox.channel == "slack", Outbox.provider_id == thread,
+                                     Outbox.key.like("handoff:%"))
+            )).scalars().first()  # fmt: skip
+            conversation = (
+                await session.get(Conversation, int(post.payload.get("conversation", 0)))
+                if post is not None else None
+            )  # fmt: skip
+            member = await members.by_identity(session, "slack", inbound.sender)
+            why = None
+            if conversation is None:
+                why = "this thread is not a conversation I know"
+            elif member is None or member.kind != "team":
+                why = "no team member has your Slack identity"
+            elif not allows(book.get(member.role), Need(feature="chats", inbox=conversation.inbox,
+                                                         inbox_right="send")):  # fmt: skip
+                why = f"your role may not send on {conversation.inbox}"
+            inbound.status, inbound.processed_at = "done", now
+            if inbound.text.strip().lower().startswith("note:") and why is None:
+                continue  # internal: stays in Slack
+            if why is not None or conversation is None or member is None:
+                await outbox.enqueue_many(session, [self._thread_note(inbound, thread, why, now)])
+                continue
+            await self._to_customer(session, inbound, conversation, member, now)
+
+    def _thread_note(self, inbound: Inbound, thread: str, why: str | None, now: datetime) -> Outbox:
+        return Outbox(
+            key=f"team:{inbound.id}", message_id=None, channel="slack", inbox=inbound.inbox,
+            to_address=inbound.inbox, status="pending", attempts=0, next_attempt_at=now,
+            created_at=now, payload={"text": f"Not sent to the customer: {why}.",
+                                     "context": {"channel": inbound.inbox, "thread_ts": thread}},
+        )  # fmt: skip
+
+    async def _to_customer(
+        self, session: AsyncSession, inbound: Inbound, conversation: Conversation,
+        member: Member, now: datetime,
+    ) -> None:  # fmt: skip
+        last = (await session.execute(
+            select(Inbound).join(Message, Message.inbound_id == Inbound.id)
+            .where(Message.conversation_id == conversation.id, Message.direction == "in")
+            .order_by(Message.id.desc()).limit(1)
+        )).scalars().first()  # fmt: skip
+        if last is None:
+            return
+        [message_id] = await insert_rows(session, Message, [{
+            "conversation_id": conversation.id, "direction": "out", "author": "operator",
+            "author_name": member.name or member.email, "text": inbound.text,
+            "status": "pending", "created_at": now,
+        }])  # fmt: skip
+        await outbox.enqueue_many(session, [Outbox(
+            key=f"team:{inbound.id}", message_id=message_id, channel=conversation.channel,
+            inbox=conversation.inbox, to_address=last.sender, status="pending", attempts=0,
+            next_attempt_at=now, created_at=now,
+            payload={"text": inbound.text, "author": "operator", "name": member.name or "",
+                     "context": dict((last.payload or {}).get("reply_context") or {})},
+        )])  # fmt: skip
+        conversation.status = "operator"  # a person has it: the agent stops answering
+        self._on_outbox()
 
     async def _write_replies(
         self, session: AsyncSession, finished: Sequence[tuple[Turn, TurnResult | None]]

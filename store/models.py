@@ -268,6 +268,7 @@ class Outbox(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    provider_id: Mapped[str | None] = mapped_column(String(255), index=True)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 

@@ -100,9 +100,11 @@ async def mark_sent(session: AsyncSession, sent: Sequence[Sent], now: datetime) 
         return
     await session.execute(
         update(_OUTBOX)
-        .where(_OUTBOX.c.id.in_([s.due.id for s in sent]))
-        .values(status="sent", sent_at=now, lease_until=None, last_error=None)
-    )
+        .where(_OUTBOX.c.id == bindparam("oid"))
+        .values(status="sent", sent_at=now, lease_until=None, last_error=None,
+                provider_id=bindparam("pid")),
+        [{"oid": s.due.id, "pid": s.provider_id} for s in sent],
+    )  # fmt: skip
     messages = [s for s in sent if s.due.message_id is not None]
     if messages:
         table = table_of(Message)  # Core, not ORM: an executemany UPDATE keyed by bind params

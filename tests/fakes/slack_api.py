@@ -1,0 +1,59 @@
+"""A fake Slack Web API on 127.0.0.1: ``chat.postMessage`` as Slack answers it.
+
+It checks the bot token, records every post (channel, text, thread_ts) with the ``ts`` it
+gave it, and can be told to answer the next requests with 429 and ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Post:
+    channel: str
+    text: str
+    thread_ts: str | None
+    ts: str
+
+
+@dataclass
+class FakeSlack:
+    token: str
+    posts: list[Post] = field(default_factory=list)
+    rate_limit_next: int = 0
+    _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/api/chat.postMessage", self._post)
+        return app
+
+    async def _post(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        if self.rate_limit_next:
+            self.rate_limit_next -= 1
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                     headers={"Retry-After": "1"})  # fmt: skip
+        body: dict[str, Any] = (
+            await request.json() if request.content_type == "application/json"
+            else dict(await request.post())
+        )  # fmt: skip
+        ts = f"1700000000.{next(self._ts):06d}"
+        self.posts.append(Post(str(body["channel"]), str(body.get("text", "")),
+                               body.get("thread_ts"), ts))  # fmt: skip
+        return web.json_response({"ok": True, "channel": body["channel"], "ts": ts})
+
+    async def wait(self, count: int, timeout: float = 10.0) -> list[Post]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.posts) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{len(self.posts)} of {count} Slack posts arrived")
+            await asyncio.sleep(0.02)
+        return self.posts
