@@ -26,7 +26,7 @@ from agents.embedded import EmbeddedModel
 from agents.settings import AgentSettings
 from agents.workflows import AbilityCall, Engine, WorkflowSettings
 from gateway.errors import ConfigError
-from people.cel import CelRunner
+from people.cel import CelFailed, CelRunner
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -87,7 +87,10 @@ class Runtime:
         """Start the CEL worker now if any workflow uses CEL, not in a member's first turn."""
         steps = [s for w in self.engine.workflows.values() for s in w.steps]
         if any(getattr(s, "validate_", None) or getattr(s, "branch", None) for s in steps):
-            await self._cel.evaluate("true", {})
+            try:
+                await self._cel.evaluate("true", {})
+            except CelFailed as exc:  # the first turn that needs it will try again
+                log.warning("the CEL worker did not start: %s", exc)
 
     def use_store(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         """Give abilities that keep records (bookings) the store to keep them in."""

@@ -355,6 +355,7 @@ class Pipeline:
                 .returning(inbound.c.id)
             )
             done = set(marked.scalars())
+            await self._mirror_to_threads(session, [t for t, _ in items if t.inbound_id in done])
             # A message finished elsewhere (its lease ran out) keeps that run's replies.
             finished = [(t, r) for t, r in items if t.inbound_id in done and r is not None]
             told = []
@@ -400,6 +401,41 @@ class Pipeline:
             payload={"text": text, "author": "system", "name": "frontdesk",
                      "context": {"channel": channel}, "conversation": turn.conversation_id},
         )])  # fmt: skip
+
+    async def _mirror_to_threads(self, session: AsyncSession, turns: Sequence[Turn]) -> None:
+        """Customer messages in conversations with an open handoff thread in Slack go into
+        that thread too, so the team sees them where they answer."""
+        slack = self._settings.channels.get("slack")
+        if slack is None or not turns:
+            return
+        open_handoffs = await session.execute(
+            select(Handoff.id, Handoff.conversation_id).where(
+                Handoff.status == "open",
+                Handoff.conversation_id.in_({t.conversation_id for t in turns}),
+            )
+        )
+        key_of = {conversation: f"handoff:{hid}:slack" for hid, conversation in open_handoffs}
+        if not key_of:
+            return
+        found = await session.execute(
+            select(Outbox.key, Outbox.provider_id).where(
+                Outbox.key.in_(list(key_of.values())), Outbox.provider_id.is_not(None)
+            )
+        )
+        threads: dict[str, str] = dict(found.all())  # type: ignore[arg-type]
+        channel = str(getattr(slack, "handoff_channel", ""))
+        now = utcnow()
+        rows = [
+            Outbox(key=f"mirror:{t.inbound_id}:slack", message_id=None, channel="slack",
+                   inbox=channel, to_address=channel, status="pending", attempts=0,
+                   next_attempt_at=now, created_at=now,
+                   payload={"text": f"{t.input.member_name or 'member'}: {t.input.text}",
+                            "context": {"channel": channel,
+                                        "thread_ts": threads[key_of[t.conversation_id]]}})
+            for t in turns
+            if t.channel != "slack" and threads.get(key_of.get(t.conversation_id, ""))
+        ]  # fmt: skip
+        await outbox.enqueue_many(session, rows)
 
     async def _team_replies(self, session: AsyncSession, rows: Sequence[Inbound]) -> None:
         """Replies by team members in Slack handoff threads: to the customer, or refused."""

@@ -99,6 +99,8 @@ async def test_a_slack_thread_reply_reaches_the_customer_by_sms_once(
     await gw.sms("Thanks! 3pm works.")  # a person has it now: the agent stays quiet
     await eventually(lambda: _settled(gw))
     assert len(gw.twilio.sent) == 2
+    mirrored = (await fake.wait(2))[-1]  # ...and the team sees it in the thread
+    assert (mirrored.thread_ts, mirrored.text) == (post.ts, "member: Thanks! 3pm works.")
 
 
 async def test_notes_and_strangers_do_not_reach_the_customer(
