@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo
 import holidays
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from escalation.notify import NotifyRule
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -177,6 +179,9 @@ class EscalationSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     triggers: TriggerSettings = TriggerSettings()
+    notify: list[NotifyRule] = Field(
+        default_factory=list, description="Whom to tell of a new handoff (escalation.notify)."
+    )
 
     business_hours: HoursSettings | None = Field(
         default=None, description="None: no hours message is added to a handoff."

@@ -10,7 +10,7 @@ from gateway.api import Call, Endpoint, iso, listing, page, parse_id
 from gateway.api_members import MEMBERS_USE
 from gateway.errors import NotFound, ValidationFailed
 from people.roles import Need
-from store.models import Conversation, Member, Message
+from store.models import Conversation, Handoff, Member, Message, Notification
 
 CHATS_USE = Need(feature="chats", level="use", admin_access=True)
 
@@ -79,6 +79,26 @@ async def list_messages(call: Call) -> dict[str, Any]:
     return listing(items, len(found) > limit)
 
 
+async def list_notifications(call: Call) -> dict[str, Any]:
+    handoff = await call.session.get(Handoff, call.path_id(what="handoff"))
+    conversation = (
+        await call.session.get(Conversation, handoff.conversation_id) if handoff else None
+    )
+    if handoff is None or conversation is None or not may_see(call, conversation):
+        raise NotFound("no such handoff")
+    if conversation.member_id == call.actor.id and not call.actor.may(CHATS_USE):
+        raise NotFound("no such handoff")  # a customer does not see whom we told
+    rows = await call.session.execute(
+        select(Notification).where(Notification.handoff_id == handoff.id).order_by(Notification.id)
+    )
+    items = [
+        {"id": str(n.id), "rule": n.rule, "member": str(n.member_id), "channel": n.channel,
+         "status": n.status, "reason": n.reason, "created_at": iso(n.created_at)}
+        for n in rows.scalars()
+    ]  # fmt: skip
+    return {"items": items, "next": None}
+
+
 ENDPOINTS = [
     Endpoint(
         "GET",
@@ -95,5 +115,13 @@ ENDPOINTS = [
         "A conversation's messages, oldest first",
         tag="conversations",
         query={"limit": "1 to 200", "cursor": "the last id seen"},
+    ),
+    Endpoint(
+        "GET",
+        "/api/handoffs/{id}/notifications",
+        list_notifications,
+        "Whom a handoff's notification rules told, on which channels, or why not",
+        CHATS_USE,
+        tag="conversations",
     ),
 ]

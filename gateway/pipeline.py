@@ -30,6 +30,7 @@ from agents.workflows import WorkflowState
 from channels.base import InboundMessage, PickedUp
 from escalation import handoffs
 from escalation.hours import Hours, TriggerSettings
+from escalation.notify import notify
 from gateway import conversations
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
@@ -369,6 +370,7 @@ class Pipeline:
                 handoff = await _apply_effects(session, turn, result, triggers) if result else None
                 if result is not None and handoff is not None:
                     await self._post_handoff(session, turn, result, handoff)
+                    await self._notify(session, turn, handoff)
                     # A new handoff: say when a person will be there (business hours).
                     message = self._hours.handoff_message(turn.inbox, self._now())
                     result = (
@@ -401,6 +403,26 @@ class Pipeline:
             payload={"text": text, "author": "system", "name": "frontdesk",
                      "context": {"channel": channel}, "conversation": turn.conversation_id},
         )])  # fmt: skip
+
+    async def _notify(self, session: AsyncSession, turn: Turn, handoff: Handoff) -> None:
+        """The team members the notification rules name, where they allow it."""
+        rules = self._settings.escalation.notify
+        conversation = await session.get(Conversation, turn.conversation_id) if rules else None
+        if conversation is None:
+            return
+        senders: dict[str, str] = {}
+        numbers = getattr(self._settings.channels.get("sms"), "numbers", None)
+        if numbers:
+            senders["sms"] = str(numbers[0])
+        inboxes = getattr(self._settings.channels.get("email"), "inboxes", None)
+        if inboxes:
+            senders["email"] = str(inboxes[0].address)
+        hours = self._hours.for_inbox(turn.inbox)
+        in_hours = hours.is_open(self._now()) if hours is not None else None
+        who = turn.input.member_name or turn.to
+        decided = await notify(session, list(rules), handoff, conversation, senders, in_hours, who)
+        if any(d.status == "sent" for d in decided):
+            self._on_outbox()
 
     async def _mirror_to_threads(self, session: AsyncSession, turns: Sequence[Turn]) -> None:
         """Customer messages in conversations with an open handoff thread in Slack go into
