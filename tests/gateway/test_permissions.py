@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, text
 
 from people import credentials
-from store.models import ApiToken, Conversation, Import, Member, Message
+from store.models import ApiToken, Conversation, Handoff, Import, Member, Message
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Api, Gateway, add_member, make_settings
 
@@ -69,6 +69,10 @@ CASES = [
          {**dict.fromkeys(("owner", "admin", "operator", "inbox_reader"), 200)}, 404),
     Case("GET", "/api/conversations/{other_inbox}/messages", None,
          dict.fromkeys(("owner", "admin", "operator"), 200), 404),
+    Case("GET", "/api/handoffs/{conversation_handoff}/notifications", None,
+         dict.fromkeys(("owner", "admin", "operator", "inbox_reader"), 200)),
+    Case("GET", "/api/handoffs/{other_inbox_handoff}/notifications", None,
+         {**dict.fromkeys(("owner", "admin", "operator"), 200), "inbox_reader": 404}),
     Case("GET", "/api/roles", None, {**dict.fromkeys(ROLES, 200), "contact": 403}),
     Case("PUT", "/api/roles/desk", {"admin_access": True}, dict.fromkeys(ADMINS, 200)),
     Case("DELETE", "/api/roles/spare", None, dict.fromkeys(ADMINS, 204)),
@@ -107,6 +111,10 @@ async def _world(gw: Gateway) -> World:
             session.add(Message(conversation_id=conversation.id, direction="in", author="member",
                                 text="hello", status="received"))  # fmt: skip
             ids[key] = conversation.id
+            handoff = Handoff(conversation_id=conversation.id, reason="test", trigger="test")
+            session.add(handoff)
+            await session.flush()
+            ids[f"{key}_handoff"] = handoff.id
         record = Import(actor_id=ids["owner"], status="done")
         session.add(record)
         await session.flush()
