@@ -85,8 +85,7 @@ class Runtime:
 
     async def warm_up(self) -> None:
         """Start the CEL worker now if any workflow uses CEL, not in a member's first turn."""
-        steps = [s for w in self.engine.workflows.values() for s in w.steps]
-        if any(getattr(s, "validate_", None) or getattr(s, "branch", None) for s in steps):
+        if self.engine.uses_cel():
             try:
                 await self._cel.evaluate("true", {})
             except CelFailed as exc:  # the first turn that needs it will try again

@@ -347,6 +347,11 @@ class Engine:
         state = WorkflowState(name, 0, dict.fromkeys(sorted(self.workflows[name].fields())))
         return await self._walk(state, Progress(), call)
 
+    def uses_cel(self) -> bool:
+        """Whether any step has a CEL expression (a ``validate`` or a ``branch``)."""
+        steps = [step for w in self.workflows.values() for step in w.steps]
+        return any(isinstance(s, Branch) or (isinstance(s, Ask) and s.validate_) for s in steps)
+
     def current(self, state: WorkflowState) -> Ask | None:
         workflow = self.workflows.get(state.workflow)
         if workflow is None or not 0 <= state.step < len(workflow.steps):

@@ -114,6 +114,14 @@ class ChannelSettings(BaseModel):
         """Every agent this channel names."""
         return {self.agent}
 
+    def sends_from(self) -> str | None:
+        """The address notifications go out from (an SMS number, an email inbox), if any."""
+        return None
+
+    def hourly_reply_cap(self) -> int | None:
+        """At most this many agent replies to one sender per hour (None: no cap)."""
+        return None
+
     def joins_replies(self) -> bool:
         """Whether one turn's replies go out as one message (an email) rather than several."""
         return False

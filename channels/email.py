@@ -140,6 +140,12 @@ class EmailSettings(ChannelSettings):
     def joins_replies(self) -> bool:
         return True  # one turn, one email
 
+    def sends_from(self) -> str | None:
+        return self.inboxes[0].address
+
+    def hourly_reply_cap(self) -> int | None:
+        return self.max_auto_replies_per_hour
+
     def inbox_of(self, address: str) -> str | None:
         """The inbox ``address`` reaches (``reply+x@`` an inbox reaches that inbox)."""
         local, _, domain = address.lower().partition("@")

@@ -55,6 +55,9 @@ class SmsSettings(ChannelSettings):
     )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per REST request.")
 
+    def sends_from(self) -> str | None:
+        return self.numbers[0]
+
 
 def _raw(request: RawRequest) -> dict[str, Any]:
     raw: dict[str, Any] = {}

@@ -31,8 +31,9 @@ _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 LOOKAHEAD_DAYS = 400
 
 
-class HoursSettings(BaseModel):
-    """``escalation.business_hours`` (and per-inbox overrides)."""
+class Schedule(BaseModel):
+    """Weekly opening intervals in a zone, minus holidays and closed dates (shared by
+    business hours and the ``calendar_booking`` ability)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,8 +45,6 @@ class HoursSettings(BaseModel):
     holidays: str | None = Field(default=None, description="Country code, e.g. US.")
     subdivision: str | None = None
     closed: list[date] = Field(default_factory=list, description="Extra closed dates.")
-    open_message: str = "A person from our team will reply here shortly."
-    closed_message: str = "We're closed right now; a person will reply {back}."
 
     @field_validator("weekly")
     @classmethod
@@ -75,6 +74,13 @@ class HoursSettings(BaseModel):
         return country.upper() if country else None
 
 
+class HoursSettings(Schedule):
+    """``escalation.business_hours`` (and per-inbox overrides)."""
+
+    open_message: str = "A person from our team will reply here shortly."
+    closed_message: str = "We're closed right now; a person will reply {back}."
+
+
 @lru_cache(maxsize=64)
 def _holidays(country: str, subdivision: str | None, year: int) -> holidays.HolidayBase:
     return holidays.country_holidays(country, subdiv=subdivision, years=year)
@@ -84,8 +90,15 @@ def _clock(text: str) -> time:
     return time.max if text == "24:00" else time.fromisoformat(text)
 
 
-class BusinessHours:
-    def __init__(self, settings: HoursSettings, default_zone: str) -> None:
+def spoken_clock(moment: datetime) -> str:
+    """``8 AM``, ``1:30 PM``: a time as a customer reads it."""
+    return moment.strftime("%I:%M %p").lstrip("0").replace(":00 ", " ")
+
+
+class OpeningHours:
+    """A ``Schedule`` read at given days and moments, in its zone."""
+
+    def __init__(self, settings: Schedule, default_zone: str) -> None:
         self.settings = settings
         self.zone = ZoneInfo(settings.timezone or default_zone)
         self._weekly = {
@@ -93,19 +106,25 @@ class BusinessHours:
             for day, ranges in settings.weekly.items()
         }
 
-    def closed_day(self, day: date) -> bool:
+    def why_closed(self, day: date) -> str | None:
+        """Why nobody is in on ``day`` at all (a closed date, a holiday, the weekday)."""
         s = self.settings
-        return day in s.closed or bool(
-            s.holidays and day in _holidays(s.holidays, s.subdivision, day.year)
-        )
+        if day in s.closed:
+            return "we're closed that day"
+        if s.holidays and day in _holidays(s.holidays, s.subdivision, day.year):
+            return f"that's a holiday ({_holidays(s.holidays, s.subdivision, day.year)[day]})"
+        if not self._weekly.get(WEEKDAYS[day.weekday()]):
+            return f"we're closed on {day.strftime('%A')}s"
+        return None
 
-    def _intervals(self, day: date) -> list[tuple[time, time]]:
-        return [] if self.closed_day(day) else self._weekly.get(WEEKDAYS[day.weekday()], [])
+    def intervals(self, day: date) -> list[tuple[time, time]]:
+        """``day``'s opening intervals, local wall-clock times (none on a closed day)."""
+        return [] if self.why_closed(day) else self._weekly.get(WEEKDAYS[day.weekday()], [])
 
     def is_open(self, at: datetime) -> bool:
         local = at.astimezone(self.zone)
         now = local.time().replace(tzinfo=None)
-        return any(start <= now < end for start, end in self._intervals(local.date()))
+        return any(start <= now < end for start, end in self.intervals(local.date()))
 
     def next_open(self, at: datetime) -> datetime | None:
         """The next opening after ``at`` (``at`` itself if it is open); None if never."""
@@ -114,7 +133,7 @@ class BusinessHours:
         local = at.astimezone(self.zone)
         for offset in range(LOOKAHEAD_DAYS):
             day = local.date() + timedelta(days=offset)
-            for start, _ in self._intervals(day):
+            for start, _ in self.intervals(day):
                 opening = datetime.combine(day, start, self.zone)
                 if opening > at:
                     return opening
@@ -126,7 +145,7 @@ class BusinessHours:
         if opening is None:
             return "as soon as we can"
         local, today = opening.astimezone(self.zone), at.astimezone(self.zone).date()
-        clock = local.strftime("%I:%M %p").lstrip("0").replace(":00 ", " ")
+        clock = spoken_clock(local)
         if local.date() == today:
             return f"at {clock} today"
         if local.date() == today + timedelta(days=1):
@@ -134,6 +153,16 @@ class BusinessHours:
         if local.date() < today + timedelta(days=7):
             return f"on {local.strftime('%A')} at {clock}"
         return f"on {local.strftime('%B')} {local.day} at {clock}"
+
+
+class BusinessHours(OpeningHours):
+    """Opening hours with the messages a handed-off customer is told."""
+
+    settings: HoursSettings
+
+    def __init__(self, settings: HoursSettings, default_zone: str) -> None:
+        super().__init__(settings, default_zone)
+        self.settings = settings
 
     def message(self, at: datetime) -> str:
         if self.is_open(at):

@@ -82,8 +82,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         http=session,
         publish=pubsub.publish,
         submit=submit,
-        pickup=lambda channel, external_id, wait: pipeline.pickup(channel, external_id, wait),
-        end=lambda channel, inbox, sender: pipeline.end(channel, inbox, sender),
+        pickup=lambda channel, external_id, wait: pipeline.calls.pickup(channel, external_id, wait),
+        end=lambda channel, inbox, sender: pipeline.calls.end(channel, inbox, sender),
     )
     opened = {name: channels.load(name)(cfg, context) for name, cfg in settings.channels.items()}
     supervisor, metrics = Supervisor(), Metrics()

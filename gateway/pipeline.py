@@ -22,22 +22,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import EscalationRequest, MemberFacts, TurnInput, TurnResult
 from agents.workflows import WorkflowState
-from channels.base import InboundMessage, PickedUp
+from channels.base import InboundMessage
 from escalation import handoffs
 from escalation.hours import Hours, TriggerSettings
-from escalation.notify import notify
 from gateway import conversations
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
+from gateway.calls import Calls
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.teamwork import Teamwork
 from people import answers, members
-from people.roles import Need, allows, load_book
+from people.roles import load_book
 from store import outbox
 from store.engine import insert, insert_rows
 from store.models import (
@@ -58,7 +59,6 @@ MAX_BATCH = 256
 # Background work defers to webhooks waiting to be stored, for at most this long, so a
 # burst of webhooks is acknowledged quickly without starving the agents behind it.
 MAX_DEFER_SECONDS = 0.05
-PICKUP_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,8 @@ class Pipeline:
         self._on_outbox = on_outbox
         self._hours = Hours(settings.escalation, settings.workspace.timezone)
         self._now = now
+        self._team = Teamwork(settings, self._hours, now, on_outbox)
+        self.calls = Calls(sessions, settings)
         self._accepts = Batcher(self._store, MAX_BATCH, "accept")
         self._finishes = Batcher(self._finish_many, MAX_BATCH, "finish", self.defer_to_accepts)
         self._checks = Batcher(self._pending_among, MAX_BATCH, "pending", self.defer_to_accepts)
@@ -253,7 +255,7 @@ class Pipeline:
                 if ((i.payload or {}).get("raw") or {}).get("kind") == "team_reply"
             ]
             if team:
-                await self._team_replies(session, team)
+                await self._team.team_replies(session, team)
                 oldest = [i for i in oldest if i not in team]
             turns = await self._prepare(session, oldest) if oldest else []
         for inbound in team:
@@ -321,7 +323,7 @@ class Pipeline:
         capped: set[int] = set()
         since = utcnow() - timedelta(hours=1)
         for i in batch:
-            cap = getattr(self._settings.channel(i.channel), "max_auto_replies_per_hour", None)
+            cap = self._settings.channel(i.channel).hourly_reply_cap()
             if cap is None:
                 continue
             sent = await session.execute(
@@ -356,7 +358,9 @@ class Pipeline:
                 .returning(inbound.c.id)
             )
             done = set(marked.scalars())
-            await self._mirror_to_threads(session, [t for t, _ in items if t.inbound_id in done])
+            await self._team.mirror_to_threads(
+                session, [t for t, _ in items if t.inbound_id in done]
+            )
             # A message finished elsewhere (its lease ran out) keeps that run's replies.
             finished = [(t, r) for t, r in items if t.inbound_id in done and r is not None]
             told = []
@@ -369,8 +373,8 @@ class Pipeline:
                         result = replace(result, escalation=EscalationRequest(reason, "keyword"))
                 handoff = await _apply_effects(session, turn, result, triggers) if result else None
                 if result is not None and handoff is not None:
-                    await self._post_handoff(session, turn, result, handoff)
-                    await self._notify(session, turn, handoff)
+                    await self._team.post_handoff(session, turn, result, handoff)
+                    await self._team.notify(session, turn, handoff)
                     # A new handoff: say when a person will be there (business hours).
                     message = self._hours.handoff_message(turn.inbox, self._now())
                     result = (
@@ -379,151 +383,6 @@ class Pipeline:
                 told.append((turn, result))
             await self._write_replies(session, told)
         return [None] * len(items)
-
-    async def _post_handoff(
-        self, session: AsyncSession, turn: Turn, result: TurnResult, handoff: Handoff
-    ) -> None:
-        """Open the handoff's thread in Slack's handoff channel, if Slack is configured."""
-        slack = self._settings.channels.get("slack")
-        if slack is None:
-            return
-        channel = str(getattr(slack, "handoff_channel", ""))
-        said = [f"> {u.author}: {u.text}" for u in turn.input.history[-4:]]
-        said += [f"> member: {turn.input.text}", *(f"> agent: {r}" for r in result.replies)]
-        who = turn.input.member_name or f"member {turn.member_id}"
-        text = (
-            f"{who} ({turn.channel} {turn.to}) needs a person: {handoff.reason}\n"
-            + "\n".join(said)
-            + "\nReply in this thread to answer them; start with note: to keep it internal."
-        )
-        now = utcnow()
-        await outbox.enqueue_many(session, [Outbox(
-            key=f"handoff:{handoff.id}:slack", message_id=None, channel="slack", inbox=channel,
-            to_address=channel, status="pending", attempts=0, next_attempt_at=now, created_at=now,
-            payload={"text": text, "author": "system", "name": "frontdesk",
-                     "context": {"channel": channel}, "conversation": turn.conversation_id},
-        )])  # fmt: skip
-
-    async def _notify(self, session: AsyncSession, turn: Turn, handoff: Handoff) -> None:
-        """The team members the notification rules name, where they allow it."""
-        rules = self._settings.escalation.notify
-        conversation = await session.get(Conversation, turn.conversation_id) if rules else None
-        if conversation is None:
-            return
-        senders: dict[str, str] = {}
-        numbers = getattr(self._settings.channels.get("sms"), "numbers", None)
-        if numbers:
-            senders["sms"] = str(numbers[0])
-        inboxes = getattr(self._settings.channels.get("email"), "inboxes", None)
-        if inboxes:
-            senders["email"] = str(inboxes[0].address)
-        hours = self._hours.for_inbox(turn.inbox)
-        in_hours = hours.is_open(self._now()) if hours is not None else None
-        who = turn.input.member_name or turn.to
-        decided = await notify(session, list(rules), handoff, conversation, senders, in_hours, who)
-        if any(d.status == "sent" for d in decided):
-            self._on_outbox()
-
-    async def _mirror_to_threads(self, session: AsyncSession, turns: Sequence[Turn]) -> None:
-        """Customer messages in conversations with an open handoff thread in Slack go into
-        that thread too, so the team sees them where they answer."""
-        slack = self._settings.channels.get("slack")
-        if slack is None or not turns:
-            return
-        open_handoffs = await session.execute(
-            select(Handoff.id, Handoff.conversation_id).where(
-                Handoff.status == "open",
-                Handoff.conversation_id.in_({t.conversation_id for t in turns}),
-            )
-        )
-        key_of = {conversation: f"handoff:{hid}:slack" for hid, conversation in open_handoffs}
-        if not key_of:
-            return
-        found = await session.execute(
-            select(Outbox.key, Outbox.provider_id).where(
-                Outbox.key.in_(list(key_of.values())), Outbox.provider_id.is_not(None)
-            )
-        )
-        threads: dict[str, str] = dict(found.all())  # type: ignore[arg-type]
-        channel = str(getattr(slack, "handoff_channel", ""))
-        now = utcnow()
-        rows = [
-            Outbox(key=f"mirror:{t.inbound_id}:slack", message_id=None, channel="slack",
-                   inbox=channel, to_address=channel, status="pending", attempts=0,
-                   next_attempt_at=now, created_at=now,
-                   payload={"text": f"{t.input.member_name or 'member'}: {t.input.text}",
-                            "context": {"channel": channel,
-                                        "thread_ts": threads[key_of[t.conversation_id]]}})
-            for t in turns
-            if t.channel != "slack" and threads.get(key_of.get(t.conversation_id, ""))
-        ]  # fmt: skip
-        await outbox.enqueue_many(session, rows)
-
-    async def _team_replies(self, session: AsyncSession, rows: Sequence[Inbound]) -> None:
-        """Replies by team members in Slack handoff threads: to the customer, or refused."""
-        book = await load_book(session, self._settings.roles)
-        now = utcnow()
-        for inbound in rows:
-            raw = (inbound.payload or {}).get("raw") or {}
-            thread = str(raw.get("thread_ts") or "")
-            post = (await session.execute(
-                select(Outbox).where(Outbox.channel == "slack", Outbox.provider_id == thread,
-                                     Outbox.key.like("handoff:%"))
-            )).scalars().first()  # fmt: skip
-            conversation = (
-                await session.get(Conversation, int(post.payload.get("conversation", 0)))
-                if post is not None else None
-            )  # fmt: skip
-            member = await members.by_identity(session, "slack", inbound.sender)
-            why = None
-            if conversation is None:
-                why = "this thread is not a conversation I know"
-            elif member is None or member.kind != "team":
-                why = "no team member has your Slack identity"
-            elif not allows(book.get(member.role), Need(feature="chats", inbox=conversation.inbox,
-                                                         inbox_right="send")):  # fmt: skip
-                why = f"your role may not send on {conversation.inbox}"
-            inbound.status, inbound.processed_at = "done", now
-            if inbound.text.strip().lower().startswith("note:") and why is None:
-                continue  # internal: stays in Slack
-            if why is not None or conversation is None or member is None:
-                await outbox.enqueue_many(session, [self._thread_note(inbound, thread, why, now)])
-                continue
-            await self._to_customer(session, inbound, conversation, member, now)
-
-    def _thread_note(self, inbound: Inbound, thread: str, why: str | None, now: datetime) -> Outbox:
-        return Outbox(
-            key=f"team:{inbound.id}", message_id=None, channel="slack", inbox=inbound.inbox,
-            to_address=inbound.inbox, status="pending", attempts=0, next_attempt_at=now,
-            created_at=now, payload={"text": f"Not sent to the customer: {why}.",
-                                     "context": {"channel": inbound.inbox, "thread_ts": thread}},
-        )  # fmt: skip
-
-    async def _to_customer(
-        self, session: AsyncSession, inbound: Inbound, conversation: Conversation,
-        member: Member, now: datetime,
-    ) -> None:  # fmt: skip
-        last = (await session.execute(
-            select(Inbound).join(Message, Message.inbound_id == Inbound.id)
-            .where(Message.conversation_id == conversation.id, Message.direction == "in")
-            .order_by(Message.id.desc()).limit(1)
-        )).scalars().first()  # fmt: skip
-        if last is None:
-            return
-        [message_id] = await insert_rows(session, Message, [{
-            "conversation_id": conversation.id, "direction": "out", "author": "operator",
-            "author_name": member.name or member.email, "text": inbound.text,
-            "status": "pending", "created_at": now,
-        }])  # fmt: skip
-        await outbox.enqueue_many(session, [Outbox(
-            key=f"team:{inbound.id}", message_id=message_id, channel=conversation.channel,
-            inbox=conversation.inbox, to_address=last.sender, status="pending", attempts=0,
-            next_attempt_at=now, created_at=now,
-            payload={"text": inbound.text, "author": "operator", "name": member.name or "",
-                     "context": dict((last.payload or {}).get("reply_context") or {})},
-        )])  # fmt: skip
-        conversation.status = "operator"  # a person has it: the agent stops answering
-        self._on_outbox()
 
     async def _write_replies(
         self, session: AsyncSession, finished: Sequence[tuple[Turn, TurnResult | None]]
@@ -586,77 +445,6 @@ class Pipeline:
                 for (turn, index, text, actions), message_id in zip(replies, ids, strict=True)
             ],
         )
-
-    async def pickup(self, channel: str, external_id: str, wait: float) -> PickedUp | None:
-        """The replies to a stored message once its turn is done (waiting up to ``wait``
-        seconds), marked sent: for channels that answer in the webhook response. None
-        while the turn is still running (or if there is no such message)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while True:
-            async with self._sessions.begin() as session:
-                row = (await session.execute(
-                    select(Inbound.id, Inbound.status)
-                    .where(Inbound.channel == channel, Inbound.external_id == external_id)
-                )).first()  # fmt: skip
-                if row is not None and row.status != "pending":
-                    return await self._take_held(session, row.id, channel, external_id)
-            if row is None or loop.time() >= deadline:
-                return None
-            await asyncio.sleep(PICKUP_POLL_SECONDS)
-
-    async def _take_held(
-        self, session: AsyncSession, inbound_id: int, channel: str, external_id: str
-    ) -> PickedUp:
-        outbox = table_of(Outbox)
-        # Replies of earlier turns of the same call still held (a turn that outlasted its
-        # fillers) are said first, once; this turn's are taken again for a retried webhook.
-        thread = external_id.rpartition(":")[0]
-        earlier = await session.execute(
-            select(Inbound.id).where(
-                Inbound.channel == channel, Inbound.external_id.like(f"{thread}:%"),
-                Inbound.id < inbound_id,
-            )
-        ) if thread else None  # fmt: skip
-        earlier_ids = list(earlier.scalars()) if earlier is not None else []
-        mine = outbox.c.key.like(f"reply:{inbound_id}:%") & outbox.c.status.in_(("held", "sent"))
-        wanted: ColumnElement[bool] = mine
-        if earlier_ids:
-            stuck = or_(*[outbox.c.key.like(f"reply:{i}:%") for i in earlier_ids])
-            wanted = or_(mine, stuck & (outbox.c.status == "held"))
-        taken = await session.execute(
-            update(outbox)
-            .where(wanted)
-            .values(status="sent", sent_at=utcnow())
-            .returning(outbox.c.id, outbox.c.key, outbox.c.payload, outbox.c.message_id)
-        )
-        rows = sorted(taken, key=lambda r: r.id)
-        message_ids = [r.message_id for r in rows if r.message_id is not None]
-        if message_ids:
-            await session.execute(
-                update(Message).where(Message.id.in_(message_ids)).values(status="sent")
-            )
-        agent = next((str(r.payload.get("name")) for r in rows), "")
-        voice = next((a.voice for a in self._settings.agents if a.name == agent), None)
-        return PickedUp(
-            texts=tuple(str(r.payload.get("text", "")) for r in rows if r.payload.get("text")),
-            actions=tuple(a for r in rows for a in r.payload.get("actions") or ()),
-            **({"voice": voice.voice, "language": voice.language} if voice else {}),
-        )
-
-    async def end(self, channel: str, inbox: str, sender: str) -> None:
-        """The member left (a call ended): close their open conversation on ``inbox``."""
-        kind = "phone" if channel == "voice" else channel
-        async with self._sessions.begin() as session:
-            member = await members.by_identity(session, kind, sender)
-            if member is None:
-                return
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.member_id == member.id, Conversation.channel == channel,
-                       Conversation.inbox == inbox, Conversation.status != "closed")
-                .values(status="closed", updated_at=utcnow())
-            )  # fmt: skip
 
     async def note_failure(self, keys: Sequence[str]) -> None:
         """Count a failed attempt on each key's oldest pending message; give up at the cap."""

@@ -12,78 +12,40 @@ One tool with an ``action``: ``find`` (a day: its free start times), ``book`` (a
 a time), ``cancel`` (a booking id, or the member's next booking), ``list`` (the member's
 upcoming bookings). Times are read as the member writes them (``10``, ``10am``,
 ``2:30 pm``, ``14:30``).
-
-Sending the ``.ics`` by email arrives with the email channel (issue 5); ``ics`` below
-builds it already (``icalendar``).
 """
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from datetime import UTC, date, datetime, timedelta
 from typing import ClassVar, Literal, cast
 from zoneinfo import ZoneInfo
 
-import holidays
-from icalendar import Calendar, Event
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.abilities import AbilityContext, AbilityResult
 from agents.workflows import parse_clock
+from escalation.hours import WEEKDAYS, OpeningHours, Schedule, Weekday, spoken_clock
 from people.roles import Need
 from store import bookings
 
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
+class Settings(Schedule):
+    """The schedule (``hours`` per weekday, ``holidays``, ``closed``, ``timezone``) and how
+    appointments are cut from it."""
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    calendar: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    timezone: str | None = Field(default=None, description="Default: the workspace's.")
-    hours: dict[Weekday, list[str]] = Field(
+    weekly: dict[Weekday, list[str]] = Field(
         default_factory=lambda: {d: ["09:00-17:00"] for d in WEEKDAYS[:5]},
-        description="Opening hours per weekday, as HH:MM-HH:MM ranges.",
-    )
+        alias="hours", description="Opening hours per weekday, as HH:MM-HH:MM ranges.",
+    )  # fmt: skip
+    calendar: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     slot_minutes: int = Field(default=30, ge=5, le=480)
     buffer_minutes: int = Field(default=0, ge=0, le=240)
-    holidays: str | None = Field(default=None, description="Country code, e.g. US.")
-    subdivision: str | None = Field(default=None, description="e.g. CA for California.")
-    closed: list[date] = Field(default_factory=list, description="Extra closed dates.")
     horizon_days: int = Field(default=60, ge=1, le=730)
     lead_minutes: int = Field(default=60, ge=0, description="No booking sooner than this.")
     max_per_conversation: int = Field(default=2, ge=1, le=50)
     max_listed: int = Field(default=8, ge=1, le=50, description="Free times shown at once.")
-
-    @field_validator("hours")
-    @classmethod
-    def _ranges(cls, hours: dict[Weekday, list[str]]) -> dict[Weekday, list[str]]:
-        for day, ranges in hours.items():
-            for text in ranges:
-                match = _RANGE.match(text)
-                if not match or match.group(3) + match.group(4) <= match.group(1) + match.group(2):
-                    raise ValueError(f"{day}: '{text}' is not a range like 09:00-17:00")
-        return hours
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, zone: str | None) -> str | None:
-        if zone is not None:
-            try:
-                ZoneInfo(zone)
-            except (KeyError, ValueError):
-                raise ValueError(f"unknown time zone '{zone}'") from None
-        return zone
-
-    @field_validator("holidays")
-    @classmethod
-    def _country(cls, country: str | None) -> str | None:
-        if country is not None and country.upper() not in holidays.list_supported_countries():
-            raise ValueError(f"the holidays package does not know country '{country}'")
-        return country.upper() if country else None
 
 
 class Arguments(BaseModel):
@@ -95,35 +57,20 @@ class Arguments(BaseModel):
     booking_id: int | None = Field(default=None, description="Which booking (cancel).")
 
 
-@lru_cache(maxsize=32)
-def _holidays(country: str, subdivision: str | None, year: int) -> holidays.HolidayBase:
-    return holidays.country_holidays(country, subdiv=subdivision, years=year)
+class Slots(OpeningHours):
+    """The start times a ``Settings`` opens on a day (before subtracting bookings)."""
 
+    settings: Settings
 
-class OpeningHours:
-    """The slots a ``Settings`` opens on a day (before subtracting bookings)."""
-
-    def __init__(self, settings: Settings, zone: ZoneInfo) -> None:
-        self.settings, self.zone = settings, zone
-
-    def closed_on(self, day: date) -> str | None:
-        s = self.settings
-        if day in s.closed:
-            return "we're closed that day"
-        if s.holidays and day in _holidays(s.holidays, s.subdivision, day.year):
-            return f"that's a holiday ({_holidays(s.holidays, s.subdivision, day.year)[day]})"
-        if not s.hours.get(WEEKDAYS[day.weekday()]):
-            return f"we're closed on {day.strftime('%A')}s"
-        return None
+    def __init__(self, settings: Settings, default_zone: str) -> None:
+        super().__init__(settings, default_zone)
+        self.settings = settings
 
     def slots(self, day: date) -> list[datetime]:
         step = timedelta(minutes=self.settings.slot_minutes + self.settings.buffer_minutes)
         length = timedelta(minutes=self.settings.slot_minutes)
         out = []
-        for text in self.settings.hours.get(WEEKDAYS[day.weekday()], []):
-            opens, closes = (
-                time.fromisoformat(t) if t != "24:00" else time.max for t in text.split("-")
-            )
+        for opens, closes in self.intervals(day):
             start = datetime.combine(day, opens, self.zone)
             end = datetime.combine(day, closes, self.zone)
             while start + length <= end:
@@ -148,8 +95,8 @@ class CalendarBooking:
         settings = Settings.model_validate(context.abilities.get(self.name, {}))
         if context.sessions is None or context.member is None:
             return AbilityResult("Booking isn't available in this conversation.", refused=True)
-        zone = ZoneInfo(settings.timezone or context.timezone)
-        calendar = OpeningHours(settings, zone)
+        calendar = Slots(settings, context.timezone)
+        zone = calendar.zone
         if args.action == "list":
             return await self._list(context, settings, zone)
         if args.action == "cancel":
@@ -164,21 +111,19 @@ class CalendarBooking:
         if args.action == "find":
             if not free:
                 return AbilityResult(f"Sorry, {_spoken_day(day)} is fully booked.", refused=True)
-            shown = ", ".join(_clock(s) for s in free[: settings.max_listed])
+            shown = _listed(free, settings)
             return AbilityResult(f"Free times on {_spoken_day(day)}: {shown}.")
         return await self._book(context, settings, calendar, day, args.time or "", free)
 
-    def _bookable_day(self, calendar: OpeningHours, day: date, zone: ZoneInfo) -> str | None:
+    def _bookable_day(self, calendar: Slots, day: date, zone: ZoneInfo) -> str | None:
         today = datetime.now(zone).date()
         if day < today:
             return "that day has passed"
         if day > today + timedelta(days=calendar.settings.horizon_days):
             return f"we book at most {calendar.settings.horizon_days} days ahead"
-        return calendar.closed_on(day)
+        return calendar.why_closed(day)
 
-    async def _free(
-        self, context: AbilityContext, calendar: OpeningHours, day: date
-    ) -> list[datetime]:
+    async def _free(self, context: AbilityContext, calendar: Slots, day: date) -> list[datetime]:
         sessions = context.sessions
         if sessions is None:
             return []
@@ -205,7 +150,7 @@ class CalendarBooking:
         self,
         context: AbilityContext,
         settings: Settings,
-        calendar: OpeningHours,
+        calendar: Slots,
         day: date,
         raw_time: str,
         free: list[datetime],
@@ -221,7 +166,7 @@ class CalendarBooking:
         async with sessions.begin() as session:
             if start not in calendar.slots(day):
                 return AbilityResult(
-                    _offer(f"{_clock(start)} isn't a start time we offer", free, settings),
+                    _offer(f"{spoken_clock(start)} isn't a start time we offer", free, settings),
                     refused=True,
                 )
             if context.conversation_id is not None:
@@ -243,7 +188,7 @@ class CalendarBooking:
                 if mine:  # the same turn run again after a crash: it is booked already
                     return AbilityResult(_confirmation(mine[0].id, start))
                 return AbilityResult(
-                    _offer(f"{_clock(start)} is taken", free, settings), refused=True
+                    _offer(f"{spoken_clock(start)} is taken", free, settings), refused=True
                 )
             end = start + timedelta(minutes=settings.slot_minutes)
             booking = await bookings.book(
@@ -256,7 +201,7 @@ class CalendarBooking:
             )
             if booking is None:
                 return AbilityResult(
-                    _offer(f"{_clock(start)} was just taken", free, settings), refused=True
+                    _offer(f"{spoken_clock(start)} was just taken", free, settings), refused=True
                 )
         return AbilityResult(_confirmation(booking.id, start))
 
@@ -274,7 +219,7 @@ class CalendarBooking:
             "Your appointments: "
             + "; ".join(
                 f"#{b.id} {_spoken_day(b.starts_at.astimezone(zone).date())} at "
-                f"{_clock(b.starts_at.astimezone(zone))}"
+                f"{spoken_clock(b.starts_at.astimezone(zone))}"
                 for b in upcoming
             )
             + "."
@@ -298,7 +243,7 @@ class CalendarBooking:
             return AbilityResult(f"You have no booking #{booking_id}.", refused=True)
         when = cancelled.starts_at.astimezone(zone)
         return AbilityResult(
-            f"Cancelled #{cancelled.id}, {_spoken_day(when.date())} at {_clock(when)}."
+            f"Cancelled #{cancelled.id}, {_spoken_day(when.date())} at {spoken_clock(when)}."
         )
 
 
@@ -309,10 +254,6 @@ def _day(text: str | None) -> date | None:
         return None
 
 
-def _clock(moment: datetime) -> str:
-    return moment.strftime("%I:%M %p").lstrip("0").replace(":00 ", " ")
-
-
 def _spoken_day(day: date) -> str:
     return day.strftime("%A %B ") + str(day.day)
 
@@ -320,26 +261,15 @@ def _spoken_day(day: date) -> str:
 def _offer(problem: str, free: list[datetime], settings: Settings) -> str:
     if not free:
         return f"Sorry, {problem}, and nothing else is free that day."
-    return f"Sorry, {problem}. Free: {', '.join(_clock(s) for s in free[: settings.max_listed])}."
+    return f"Sorry, {problem}. Free: {_listed(free, settings)}."
+
+
+def _listed(free: list[datetime], settings: Settings) -> str:
+    return ", ".join(spoken_clock(s) for s in free[: settings.max_listed])
 
 
 def _confirmation(booking_id: int, start: datetime) -> str:
-    return f"Booked: {_spoken_day(start.date())} at {_clock(start)} (booking #{booking_id})."
-
-
-def ics(booking_id: int, start: datetime, end: datetime, summary: str, organizer: str) -> bytes:
-    """The booking as an iCalendar file, to attach to a confirmation email."""
-    calendar = Calendar()
-    calendar.add("prodid", "-//frontdesk//calendar_booking//EN")
-    calendar.add("version", "2.0")
-    event = Event()
-    event.add("uid", f"booking-{booking_id}@{organizer}")
-    event.add("summary", summary)
-    event.add("dtstart", start.astimezone(UTC))
-    event.add("dtend", end.astimezone(UTC))
-    event.add("dtstamp", datetime.now(UTC))
-    calendar.add_component(event)
-    return cast(bytes, calendar.to_ical())
+    return f"Booked: {_spoken_day(start.date())} at {spoken_clock(start)} (booking #{booking_id})."
 
 
 ABILITY = CalendarBooking()

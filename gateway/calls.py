@@ -1,0 +1,93 @@
+"""Replies said in a provider's webhook response (a voice call) rather than sent: taken from
+the outbox once the turn is done, and the conversation closed when the call ends."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from channels.base import PickedUp
+from gateway.settings import Settings
+from people import members
+from store.models import Conversation, Inbound, Message, Outbox, table_of, utcnow
+
+PICKUP_POLL_SECONDS = 0.05
+
+
+class Calls:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        self._sessions = sessions
+        self._settings = settings
+
+    async def pickup(self, channel: str, external_id: str, wait: float) -> PickedUp | None:
+        """The replies to a stored message once its turn is done (waiting up to ``wait``
+        seconds), marked sent: for channels that answer in the webhook response. None
+        while the turn is still running (or if there is no such message)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            async with self._sessions.begin() as session:
+                row = (await session.execute(
+                    select(Inbound.id, Inbound.status)
+                    .where(Inbound.channel == channel, Inbound.external_id == external_id)
+                )).first()  # fmt: skip
+                if row is not None and row.status != "pending":
+                    return await self._take_held(session, row.id, channel, external_id)
+            if row is None or loop.time() >= deadline:
+                return None
+            await asyncio.sleep(PICKUP_POLL_SECONDS)
+
+    async def _take_held(
+        self, session: AsyncSession, inbound_id: int, channel: str, external_id: str
+    ) -> PickedUp:
+        outbox = table_of(Outbox)
+        # Replies of earlier turns of the same call still held (a turn that outlasted its
+        # fillers) are said first, once; this turn's are taken again for a retried webhook.
+        thread = external_id.rpartition(":")[0]
+        earlier = await session.execute(
+            select(Inbound.id).where(
+                Inbound.channel == channel, Inbound.external_id.like(f"{thread}:%"),
+                Inbound.id < inbound_id,
+            )
+        ) if thread else None  # fmt: skip
+        earlier_ids = list(earlier.scalars()) if earlier is not None else []
+        mine = outbox.c.key.like(f"reply:{inbound_id}:%") & outbox.c.status.in_(("held", "sent"))
+        wanted: ColumnElement[bool] = mine
+        if earlier_ids:
+            stuck = or_(*[outbox.c.key.like(f"reply:{i}:%") for i in earlier_ids])
+            wanted = or_(mine, stuck & (outbox.c.status == "held"))
+        taken = await session.execute(
+            update(outbox)
+            .where(wanted)
+            .values(status="sent", sent_at=utcnow())
+            .returning(outbox.c.id, outbox.c.key, outbox.c.payload, outbox.c.message_id)
+        )
+        rows = sorted(taken, key=lambda r: r.id)
+        message_ids = [r.message_id for r in rows if r.message_id is not None]
+        if message_ids:
+            await session.execute(
+                update(Message).where(Message.id.in_(message_ids)).values(status="sent")
+            )
+        agent = next((str(r.payload.get("name")) for r in rows), "")
+        voice = next((a.voice for a in self._settings.agents if a.name == agent), None)
+        return PickedUp(
+            texts=tuple(str(r.payload.get("text", "")) for r in rows if r.payload.get("text")),
+            actions=tuple(a for r in rows for a in r.payload.get("actions") or ()),
+            **({"voice": voice.voice, "language": voice.language} if voice else {}),
+        )
+
+    async def end(self, channel: str, inbox: str, sender: str) -> None:
+        """The member left (a call ended): close their open conversation on ``inbox``."""
+        kind = "phone" if channel == "voice" else channel
+        async with self._sessions.begin() as session:
+            member = await members.by_identity(session, kind, sender)
+            if member is None:
+                return
+            await session.execute(
+                update(Conversation)
+                .where(Conversation.member_id == member.id, Conversation.channel == channel,
+                       Conversation.inbox == inbox, Conversation.status != "closed")
+                .values(status="closed", updated_at=utcnow())
+            )  # fmt: skip

@@ -1,0 +1,185 @@
+"""People in the loop of a handoff: the Slack thread it opens, the customer messages that
+follow it there, team members' replies from that thread, and the notification rules.
+
+Everything here runs inside the pipeline's transactions (a handoff's thread post and
+notifications commit with the turn that opened it) and sends only through the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agents.base import TurnResult
+from escalation.hours import Hours
+from escalation.notify import notify
+from gateway.settings import Settings
+from people import members
+from people.roles import Need, allows, load_book
+from store import outbox
+from store.engine import insert_rows
+from store.models import Conversation, Handoff, Inbound, Member, Message, Outbox, utcnow
+
+if TYPE_CHECKING:  # the pipeline imports this module; Turn is its type
+    from gateway.pipeline import Turn
+
+
+class Teamwork:
+    def __init__(
+        self,
+        settings: Settings,
+        hours: Hours,
+        now: Callable[[], datetime],
+        on_outbox: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._hours = hours
+        self._now = now
+        self._on_outbox = on_outbox
+
+    async def post_handoff(
+        self, session: AsyncSession, turn: Turn, result: TurnResult, handoff: Handoff
+    ) -> None:
+        """Open the handoff's thread in Slack's handoff channel, if Slack is configured."""
+        slack = self._settings.channels.get("slack")
+        if slack is None:
+            return
+        channel = str(getattr(slack, "handoff_channel", ""))
+        said = [f"> {u.author}: {u.text}" for u in turn.input.history[-4:]]
+        said += [f"> member: {turn.input.text}", *(f"> agent: {r}" for r in result.replies)]
+        who = turn.input.member_name or f"member {turn.member_id}"
+        text = (
+            f"{who} ({turn.channel} {turn.to}) needs a person: {handoff.reason}\n"
+            + "\n".join(said)
+            + "\nReply in this thread to answer them; start with note: to keep it internal."
+        )
+        now = utcnow()
+        await outbox.enqueue_many(session, [Outbox(
+            key=f"handoff:{handoff.id}:slack", message_id=None, channel="slack", inbox=channel,
+            to_address=channel, status="pending", attempts=0, next_attempt_at=now, created_at=now,
+            payload={"text": text, "author": "system", "name": "frontdesk",
+                     "context": {"channel": channel}, "conversation": turn.conversation_id},
+        )])  # fmt: skip
+
+    async def notify(self, session: AsyncSession, turn: Turn, handoff: Handoff) -> None:
+        """The team members the notification rules name, where they allow it."""
+        rules = self._settings.escalation.notify
+        conversation = await session.get(Conversation, turn.conversation_id) if rules else None
+        if conversation is None:
+            return
+        senders = {
+            name: address
+            for name, channel in self._settings.channels.items()
+            if (address := channel.sends_from()) is not None
+        }
+        hours = self._hours.for_inbox(turn.inbox)
+        in_hours = hours.is_open(self._now()) if hours is not None else None
+        who = turn.input.member_name or turn.to
+        decided = await notify(session, list(rules), handoff, conversation, senders, in_hours, who)
+        if any(d.status == "sent" for d in decided):
+            self._on_outbox()
+
+    async def mirror_to_threads(self, session: AsyncSession, turns: Sequence[Turn]) -> None:
+        """Customer messages in conversations with an open handoff thread in Slack go into
+        that thread too, so the team sees them where they answer."""
+        slack = self._settings.channels.get("slack")
+        if slack is None or not turns:
+            return
+        open_handoffs = await session.execute(
+            select(Handoff.id, Handoff.conversation_id).where(
+                Handoff.status == "open",
+                Handoff.conversation_id.in_({t.conversation_id for t in turns}),
+            )
+        )
+        key_of = {conversation: f"handoff:{hid}:slack" for hid, conversation in open_handoffs}
+        if not key_of:
+            return
+        found = await session.execute(
+            select(Outbox.key, Outbox.provider_id).where(
+                Outbox.key.in_(list(key_of.values())), Outbox.provider_id.is_not(None)
+            )
+        )
+        threads: dict[str, str] = dict(found.all())  # type: ignore[arg-type]
+        channel = str(getattr(slack, "handoff_channel", ""))
+        now = utcnow()
+        rows = [
+            Outbox(key=f"mirror:{t.inbound_id}:slack", message_id=None, channel="slack",
+                   inbox=channel, to_address=channel, status="pending", attempts=0,
+                   next_attempt_at=now, created_at=now,
+                   payload={"text": f"{t.input.member_name or 'member'}: {t.input.text}",
+                            "context": {"channel": channel,
+                                        "thread_ts": threads[key_of[t.conversation_id]]}})
+            for t in turns
+            if t.channel != "slack" and threads.get(key_of.get(t.conversation_id, ""))
+        ]  # fmt: skip
+        await outbox.enqueue_many(session, rows)
+
+    async def team_replies(self, session: AsyncSession, rows: Sequence[Inbound]) -> None:
+        """Replies by team members in Slack handoff threads: to the customer, or refused."""
+        book = await load_book(session, self._settings.roles)
+        now = utcnow()
+        for inbound in rows:
+            raw = (inbound.payload or {}).get("raw") or {}
+            thread = str(raw.get("thread_ts") or "")
+            post = (await session.execute(
+                select(Outbox).where(Outbox.channel == "slack", Outbox.provider_id == thread,
+                                     Outbox.key.like("handoff:%"))
+            )).scalars().first()  # fmt: skip
+            conversation = (
+                await session.get(Conversation, int(post.payload.get("conversation", 0)))
+                if post is not None else None
+            )  # fmt: skip
+            member = await members.by_identity(session, "slack", inbound.sender)
+            why = None
+            if conversation is None:
+                why = "this thread is not a conversation I know"
+            elif member is None or member.kind != "team":
+                why = "no team member has your Slack identity"
+            elif not allows(book.get(member.role), Need(feature="chats", inbox=conversation.inbox,
+                                                         inbox_right="send")):  # fmt: skip
+                why = f"your role may not send on {conversation.inbox}"
+            inbound.status, inbound.processed_at = "done", now
+            if inbound.text.strip().lower().startswith("note:") and why is None:
+                continue  # internal: stays in Slack
+            if why is not None or conversation is None or member is None:
+                await outbox.enqueue_many(session, [self._thread_note(inbound, thread, why, now)])
+                continue
+            await self._to_customer(session, inbound, conversation, member, now)
+
+    def _thread_note(self, inbound: Inbound, thread: str, why: str | None, now: datetime) -> Outbox:
+        return Outbox(
+            key=f"team:{inbound.id}", message_id=None, channel="slack", inbox=inbound.inbox,
+            to_address=inbound.inbox, status="pending", attempts=0, next_attempt_at=now,
+            created_at=now, payload={"text": f"Not sent to the customer: {why}.",
+                                     "context": {"channel": inbound.inbox, "thread_ts": thread}},
+        )  # fmt: skip
+
+    async def _to_customer(
+        self, session: AsyncSession, inbound: Inbound, conversation: Conversation,
+        member: Member, now: datetime,
+    ) -> None:  # fmt: skip
+        last = (await session.execute(
+            select(Inbound).join(Message, Message.inbound_id == Inbound.id)
+            .where(Message.conversation_id == conversation.id, Message.direction == "in")
+            .order_by(Message.id.desc()).limit(1)
+        )).scalars().first()  # fmt: skip
+        if last is None:
+            return
+        [message_id] = await insert_rows(session, Message, [{
+            "conversation_id": conversation.id, "direction": "out", "author": "operator",
+            "author_name": member.name or member.email, "text": inbound.text,
+            "status": "pending", "created_at": now,
+        }])  # fmt: skip
+        await outbox.enqueue_many(session, [Outbox(
+            key=f"team:{inbound.id}", message_id=message_id, channel=conversation.channel,
+            inbox=conversation.inbox, to_address=last.sender, status="pending", attempts=0,
+            next_attempt_at=now, created_at=now,
+            payload={"text": inbound.text, "author": "operator", "name": member.name or "",
+                     "context": dict((last.payload or {}).get("reply_context") or {})},
+        )])  # fmt: skip
+        conversation.status = "operator"  # a person has it: the agent stops answering
+        self._on_outbox()
