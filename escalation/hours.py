@@ -24,6 +24,7 @@ import holidays
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from escalation.notify import NotifyRule
+from escalation.operators import OperatorSettings
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -203,7 +204,8 @@ class TriggerSettings(BaseModel):
 
 
 class EscalationSettings(BaseModel):
-    """``escalation:``: business hours (for the workspace and per inbox) and triggers."""
+    """``escalation:``: business hours (for the workspace and per inbox), triggers,
+    notification rules and live operators."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -217,6 +219,9 @@ class EscalationSettings(BaseModel):
     )
     inboxes: dict[str, HoursSettings] = Field(
         default_factory=dict, description="Per inbox address: hours of their own."
+    )
+    operators: OperatorSettings = Field(
+        default_factory=OperatorSettings, description="The live operator mode (off by default)."
     )
 
 

@@ -221,13 +221,21 @@ def admin(need: Need) -> Need:
 
 
 def add(app: web.Application) -> None:
-    from gateway import api_access, api_conversations, api_imports, api_members, openapi
+    from gateway import (
+        api_access,
+        api_conversations,
+        api_imports,
+        api_live,
+        api_members,
+        openapi,
+    )
 
     endpoints = [
         *api_members.ENDPOINTS,
         *api_conversations.ENDPOINTS,
         *api_imports.ENDPOINTS,
         *api_access.ENDPOINTS,
+        *api_live.ENDPOINTS,
     ]
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from gateway.api import Call, Endpoint, iso, listing, page, parse_id
 from gateway.api_members import MEMBERS_USE
+from gateway.conversations import NOTE
 from gateway.errors import NotFound, ValidationFailed
 from people.roles import Need
 from store.models import Conversation, Handoff, Member, Message, Notification
@@ -58,18 +59,17 @@ async def list_messages(call: Call) -> dict[str, Any]:
     conversation = await call.session.get(Conversation, call.path_id(what="conversation"))
     if conversation is None or not may_see(call, conversation):
         raise NotFound("no such conversation")
-    rows = await call.session.execute(
-        select(Message)
-        .where(Message.conversation_id == conversation.id, Message.id > cursor)
-        .order_by(Message.id)
-        .limit(limit + 1)
-    )
+    stmt = select(Message).where(Message.conversation_id == conversation.id, Message.id > cursor)
+    if not call.actor.may(CHATS_USE):  # the customer: internal notes are not theirs to see
+        stmt = stmt.where(Message.direction != NOTE)
+    rows = await call.session.execute(stmt.order_by(Message.id).limit(limit + 1))
     found = list(rows.scalars())
     items = [
         {
             "id": str(m.id),
             "direction": m.direction,
             "author": m.author,
+            "name": m.author_name,
             "text": m.text,
             "status": m.status,
             "created_at": iso(m.created_at),

@@ -24,6 +24,7 @@ import channels
 from agents.runtime import Runtime
 from channels import webchat
 from channels.base import ChannelContext, InboundMessage, Listener
+from escalation.presence import MemoryPresence, RedisPresence
 from gateway import api, http, redis_bus, routes
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
 from gateway.delivery import Deliverer
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0
 CHECKPOINT_SECONDS = 1.0
+ROUTE_SECONDS = 1.0
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.Application:
@@ -92,7 +94,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     runtime = state.runtime or runtime_for(settings, metrics)
     runtime.use_store(sessions)
     await runtime.warm_up()
-    pipeline = Pipeline(sessions, queue, settings, metrics, lambda: deliverer.wake())
+    ttl = settings.escalation.operators.heartbeat_ttl_seconds
+    presence = RedisPresence(client, ttl) if client is not None else MemoryPresence(ttl)
+    pipeline = Pipeline(
+        sessions, queue, settings, metrics, lambda: deliverer.wake(), presence=presence
+    )
+    pipeline.live.attach(pubsub.publish, supervisor)
     deliverer = Deliverer(
         sessions, opened, settings.gateway, metrics, supervisor, pipeline.defer_to_accepts
     )
@@ -161,7 +168,28 @@ async def _start_workers(
         asyncio.create_task(s.deliverer.run(), name="deliverer"),
         asyncio.create_task(_sweep(s, stop), name="sweeper"),
         *_checkpoints(s, stop),
+        *_routing(s, stop),
     ]
+
+
+def _routing(s: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    live = s.pipeline.live
+    return [asyncio.create_task(_route(s, stop), name="routing")] if live.enabled else []
+
+
+async def _route(s: Services, stop: asyncio.Event) -> None:
+    """Every second: give back what operators who went offline held, offer waiting handoffs
+    to operators with room, notify for those that waited past their group's timeout."""
+    live = s.pipeline.live
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=ROUTE_SECONDS)
+            return
+        try:
+            await live.release_absent()
+            await live.route_queued()
+        except Exception:
+            log.exception("routing pass failed; next in %ss", ROUTE_SECONDS)
 
 
 def _checkpoints(s: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:

@@ -10,8 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.base import Author, Utterance
+from store import outbox
 from store.engine import insert_rows
-from store.models import Conversation, Inbound, Message, utcnow
+from store.models import Conversation, Inbound, Message, Outbox, utcnow
+
+NOTE = "note"  # a message's direction when it is internal: never sent, never shown to agents
 
 
 async def open_for(
@@ -76,6 +79,7 @@ async def history(
         await session.execute(
             select(Message.author, Message.text)
             .where(Message.conversation_id == conversation_id, Message.id < before_id)
+            .where(Message.direction != NOTE)
             .order_by(Message.id.desc())
             .limit(limit)
         )
@@ -90,10 +94,10 @@ def _author(value: str) -> Author:
 
 
 async def messages(session: AsyncSession, conversation_id: int, limit: int) -> list[Message]:
-    """The last ``limit`` messages, oldest first."""
+    """The last ``limit`` messages the customer sees (no internal notes), oldest first."""
     rows = await session.execute(
         select(Message)
-        .where(Message.conversation_id == conversation_id)
+        .where(Message.conversation_id == conversation_id, Message.direction != NOTE)
         .order_by(Message.id.desc())
         .limit(limit)
     )
@@ -208,7 +212,7 @@ async def histories(
             .over(partition_by=Message.conversation_id, order_by=Message.id.desc())
             .label("n"),
         )
-        .where(Message.conversation_id.in_(list(before)))
+        .where(Message.conversation_id.in_(list(before)), Message.direction != NOTE)
         .subquery()
     )
     rows = await session.execute(
@@ -221,3 +225,35 @@ async def histories(
         if mid < before[cid]:
             out[cid].append(Utterance(author=_author(author), text=text))
     return {cid: tuple(items[-limit:]) for cid, items in out.items()}
+
+
+async def say_as_operator(
+    session: AsyncSession, conversation: Conversation, name: str, text: str, key: str
+) -> int | None:
+    """A team member's reply to the customer: the message and its outbox row (``key`` makes
+    a retry send nothing twice), to the address and thread of the customer's last message;
+    the message id, or None when the customer never wrote (nowhere to reply)."""
+    last = (
+        await session.execute(
+            select(Inbound)
+            .join(Message, Message.inbound_id == Inbound.id)
+            .where(Message.conversation_id == conversation.id, Message.direction == "in")
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if last is None:
+        return None
+    now = utcnow()
+    [message_id] = await insert_rows(session, Message, [{
+        "conversation_id": conversation.id, "direction": "out", "author": "operator",
+        "author_name": name, "text": text, "status": "pending", "created_at": now,
+    }])  # fmt: skip
+    await outbox.enqueue_many(session, [Outbox(
+        key=key, message_id=message_id, channel=conversation.channel, inbox=conversation.inbox,
+        to_address=last.sender, status="pending", attempts=0, next_attempt_at=now,
+        created_at=now, payload={"text": text, "author": "operator", "name": name,
+                                 "context": dict((last.payload or {}).get("reply_context") or {})},
+    )])  # fmt: skip
+    conversation.updated_at = now
+    return message_id

@@ -98,3 +98,10 @@ class DeliveryFailed(FrontdeskError):
         super().__init__(message)
         self.retryable = retryable
         self.provider_code = provider_code
+
+
+class Unavailable(FrontdeskError):
+    """Something this needs is down for now (Redis, say); trying again later may work."""
+
+    code = "unavailable"
+    status = 503

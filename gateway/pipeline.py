@@ -30,10 +30,12 @@ from agents.workflows import WorkflowState
 from channels.base import InboundMessage
 from escalation import handoffs
 from escalation.hours import Hours, TriggerSettings
+from escalation.presence import MemoryPresence, Presence
 from gateway import conversations
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
 from gateway.calls import Calls
+from gateway.live import Live
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.teamwork import Teamwork
@@ -157,8 +159,10 @@ class Pipeline:
         metrics: Metrics,
         on_outbox: Callable[[], None],
         now: Callable[[], datetime] = utcnow,
+        presence: Presence | None = None,
     ) -> None:
-        """``now`` is the clock business hours are judged by (tests set the time)."""
+        """``now`` is the clock business hours are judged by (tests set the time);
+        ``presence`` says which operators are live (in process when not given)."""
         self._sessions = sessions
         self._queue = queue
         self._settings = settings
@@ -167,6 +171,11 @@ class Pipeline:
         self._hours = Hours(settings.escalation, settings.workspace.timezone)
         self._now = now
         self._team = Teamwork(settings, self._hours, now, on_outbox)
+        ttl = settings.escalation.operators.heartbeat_ttl_seconds
+        self.live = Live(
+            sessions, settings, presence or MemoryPresence(ttl), self._team.notify, on_outbox, now
+        )
+        self._team.live = self.live
         self.calls = Calls(sessions, settings)
         self._accepts = Batcher(self._store, MAX_BATCH, "accept")
         self._finishes = Batcher(self._finish_many, MAX_BATCH, "finish", self.defer_to_accepts)
@@ -363,7 +372,11 @@ class Pipeline:
             )
             # A message finished elsewhere (its lease ran out) keeps that run's replies.
             finished = [(t, r) for t, r in items if t.inbound_id in done and r is not None]
+            finished = await self._still_ours(session, finished)
+            if any(t.status != "bot" for t, _ in items):
+                self.live.changed()  # a customer wrote in a handed-off conversation
             told = []
+            routed: list[int] = []
             triggers = self._settings.escalation.triggers
             for turn, result in finished:
                 if result is not None and result.escalation is None and turn.answer:
@@ -374,7 +387,10 @@ class Pipeline:
                 handoff = await _apply_effects(session, turn, result, triggers) if result else None
                 if result is not None and handoff is not None:
                     await self._team.post_handoff(session, turn, result, handoff)
-                    await self._team.notify(session, turn, handoff)
+                    if self.live.enabled:
+                        routed.append(handoff.id)  # offered to an operator, or notified
+                    else:
+                        await self._notify(session, turn, handoff)
                     # A new handoff: say when a person will be there (business hours).
                     message = self._hours.handoff_message(turn.inbox, self._now())
                     result = (
@@ -382,7 +398,34 @@ class Pipeline:
                     )
                 told.append((turn, result))
             await self._write_replies(session, told)
+        self.live.route_soon(routed)
         return [None] * len(items)
+
+    async def _still_ours(
+        self, session: AsyncSession, finished: list[tuple[Turn, TurnResult]]
+    ) -> list[tuple[Turn, TurnResult]]:
+        """Drop the replies of turns whose conversation a person took (or closed) while the
+        agent was thinking. Read under a row lock on PostgreSQL, so a take either commits
+        before this (and the reply is dropped) or waits for it (and sees the reply)."""
+        ids = sorted({t.conversation_id for t, _ in finished})
+        if not ids:
+            return finished
+        stmt = select(Conversation.id, Conversation.status).where(Conversation.id.in_(ids))
+        if session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.order_by(Conversation.id).with_for_update()
+        status = dict((await session.execute(stmt)).all())
+        kept = [(t, r) for t, r in finished if status.get(t.conversation_id) in ("bot", "queued")]
+        if len(kept) < len(finished):
+            log.info("%s agent replies dropped: a person took the conversation",
+                     len(finished) - len(kept))  # fmt: skip
+        return kept
+
+    async def _notify(self, session: AsyncSession, turn: Turn, handoff: Handoff) -> None:
+        conversation = await session.get(Conversation, turn.conversation_id)
+        if conversation is not None:
+            await self._team.notify(
+                session, handoff, conversation, turn.input.member_name or turn.to
+            )
 
     async def _write_replies(
         self, session: AsyncSession, finished: Sequence[tuple[Turn, TurnResult | None]]

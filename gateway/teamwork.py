@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.base import TurnResult
@@ -21,10 +21,10 @@ from gateway.settings import Settings
 from people import members
 from people.roles import Need, allows, load_book
 from store import outbox
-from store.engine import insert_rows
-from store.models import Conversation, Handoff, Inbound, Member, Message, Outbox, utcnow
+from store.models import Conversation, Handoff, Inbound, Member, Outbox, utcnow
 
 if TYPE_CHECKING:  # the pipeline imports this module; Turn is its type
+    from gateway.live import Live
     from gateway.pipeline import Turn
 
 
@@ -40,6 +40,7 @@ class Teamwork:
         self._hours = hours
         self._now = now
         self._on_outbox = on_outbox
+        self.live: Live | None = None  # set by the pipeline, which makes both
 
     async def post_handoff(
         self, session: AsyncSession, turn: Turn, result: TurnResult, handoff: Handoff
@@ -65,20 +66,27 @@ class Teamwork:
                      "context": {"channel": channel}, "conversation": turn.conversation_id},
         )])  # fmt: skip
 
-    async def notify(self, session: AsyncSession, turn: Turn, handoff: Handoff) -> None:
-        """The team members the notification rules name, where they allow it."""
+    async def notify(
+        self, session: AsyncSession, handoff: Handoff, conversation: Conversation, who: str
+    ) -> None:
+        """The team members the notification rules name, where they allow it -- once per
+        handoff, however many processes get here (``notified_at`` is set conditionally)."""
         rules = self._settings.escalation.notify
-        conversation = await session.get(Conversation, turn.conversation_id) if rules else None
-        if conversation is None:
+        first = await session.execute(
+            update(Handoff)
+            .where(Handoff.id == handoff.id, Handoff.notified_at.is_(None))
+            .values(notified_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if not rules or first.rowcount != 1:  # type: ignore[attr-defined]
             return
         senders = {
             name: address
             for name, channel in self._settings.channels.items()
             if (address := channel.sends_from()) is not None
         }
-        hours = self._hours.for_inbox(turn.inbox)
+        hours = self._hours.for_inbox(conversation.inbox)
         in_hours = hours.is_open(self._now()) if hours is not None else None
-        who = turn.input.member_name or turn.to
         decided = await notify(session, list(rules), handoff, conversation, senders, in_hours, who)
         if any(d.status == "sent" for d in decided):
             self._on_outbox()
@@ -145,10 +153,21 @@ class Teamwork:
             inbound.status, inbound.processed_at = "done", now
             if inbound.text.strip().lower().startswith("note:") and why is None:
                 continue  # internal: stays in Slack
-            if why is not None or conversation is None or member is None:
+            if why is None and conversation is not None and member is not None:
+                why = await self._reply(session, inbound, conversation, member)
+            if why is not None:
                 await outbox.enqueue_many(session, [self._thread_note(inbound, thread, why, now)])
-                continue
-            await self._to_customer(session, inbound, conversation, member, now)
+                if self.live is not None and conversation is not None and member is not None:
+                    # A member who lost the right to answer gives the conversation back.
+                    await self.live.requeue_if_held(session, conversation, member.id)
+
+    async def _reply(
+        self, session: AsyncSession, inbound: Inbound, conversation: Conversation, member: Member
+    ) -> str | None:
+        """Take the conversation for ``member`` and send their reply; why not, if refused."""
+        if self.live is None:
+            return "live replies are not running"
+        return await self.live.slack_reply(session, inbound, conversation, member)
 
     def _thread_note(self, inbound: Inbound, thread: str, why: str | None, now: datetime) -> Outbox:
         return Outbox(
@@ -157,29 +176,3 @@ class Teamwork:
             created_at=now, payload={"text": f"Not sent to the customer: {why}.",
                                      "context": {"channel": inbound.inbox, "thread_ts": thread}},
         )  # fmt: skip
-
-    async def _to_customer(
-        self, session: AsyncSession, inbound: Inbound, conversation: Conversation,
-        member: Member, now: datetime,
-    ) -> None:  # fmt: skip
-        last = (await session.execute(
-            select(Inbound).join(Message, Message.inbound_id == Inbound.id)
-            .where(Message.conversation_id == conversation.id, Message.direction == "in")
-            .order_by(Message.id.desc()).limit(1)
-        )).scalars().first()  # fmt: skip
-        if last is None:
-            return
-        [message_id] = await insert_rows(session, Message, [{
-            "conversation_id": conversation.id, "direction": "out", "author": "operator",
-            "author_name": member.name or member.email, "text": inbound.text,
-            "status": "pending", "created_at": now,
-        }])  # fmt: skip
-        await outbox.enqueue_many(session, [Outbox(
-            key=f"team:{inbound.id}", message_id=message_id, channel=conversation.channel,
-            inbox=conversation.inbox, to_address=last.sender, status="pending", attempts=0,
-            next_attempt_at=now, created_at=now,
-            payload={"text": inbound.text, "author": "operator", "name": member.name or "",
-                     "context": dict((last.payload or {}).get("reply_context") or {})},
-        )])  # fmt: skip
-        conversation.status = "operator"  # a person has it: the agent stops answering
-        self._on_outbox()

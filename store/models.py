@@ -239,7 +239,7 @@ class Message(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
     inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"), unique=True)
-    direction: Mapped[str] = mapped_column(String(8))  # in | out
+    direction: Mapped[str] = mapped_column(String(8))  # in | out | note (internal, never sent)
     author: Mapped[str] = mapped_column(String(16))  # member | agent | operator | system
     author_name: Mapped[str | None] = mapped_column(String(200))
     text: Mapped[str] = mapped_column(Text)
@@ -293,6 +293,14 @@ class Handoff(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Live operators: offered to (``operator_id``, ``offered_at``), then taken
+    # (``taken_at``); ``notified_at`` once the notification rules ran for it.
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    operator_group: Mapped[str | None] = mapped_column(String(64))
+    offered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_by: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
 
 
 class Booking(Base):

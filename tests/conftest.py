@@ -18,6 +18,7 @@ import redis.asyncio as redis
 from aiohttp.test_utils import TestServer
 
 from store.migrate import upgrade_sync
+from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Gateway, make_settings, unavailable
 
@@ -112,6 +113,15 @@ async def redis_url() -> AsyncIterator[str]:
     yield REDIS_URL
     await client.flushdb()
     await client.aclose()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[SmtpSink]:
+    """A fake SMTP relay on 127.0.0.1."""
+    relay = SmtpSink()
+    await relay.start()
+    yield relay
+    await relay.close()
 
 
 @pytest.fixture

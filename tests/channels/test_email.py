@@ -27,14 +27,6 @@ SECRET = "inbound-secret-0123456789"
 INBOX = "support@example.com"
 
 
-@pytest.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    relay = SmtpSink()
-    await relay.start()
-    yield relay
-    await relay.close()
-
-
 def _email_config(database_url: str, sink: SmtpSink, **email: Any) -> dict[str, Any]:
     raw = make_config(database_url)
     raw["channels"]["email"] = {

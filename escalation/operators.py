@@ -1,0 +1,127 @@
+"""Operator groups: who may take which handed-off conversations live (``escalation.operators``).
+
+The live operator mode is off unless ``escalation.operators.enabled`` is true (the
+``operators`` feature flag). A group names its members (team members by email, by role,
+or by a member filter), the workflows and inboxes it handles (``*``: all), how many
+conversations each of its operators holds at once, and how long a handoff waits in its
+queue before the notification rules are used.
+
+Who is *qualified* for a conversation is decided here, from the group and the operator's
+role together: the role must reach ``chats: edit``, take part in the conversation's
+workflow, and ``send`` on its inbox. A role changed through the API applies at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.errors import ValidationFailed
+from people.filters import compile_filter
+from people.roles import Need, RoleBook, allows
+from store.models import Conversation, Member
+
+ALL = "*"
+
+
+class OperatorGroup(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    members: list[str] = Field(default_factory=list, description="Team members' email addresses.")
+    role: str | None = Field(default=None, description="...or everyone with this role...")
+    filter: dict[str, Any] | None = Field(default=None, description="...or a member filter.")
+    workflows: list[str] = Field(default=[ALL], description="Workflows handled; '*': any.")
+    inboxes: list[str] = Field(default=[ALL], description="Inbox addresses handled; '*': any.")
+    capacity: int = Field(default=3, ge=1, le=100, description="Conversations per operator.")
+    queue_timeout_seconds: float = Field(
+        default=120, gt=0, le=86_400,
+        description="A queued handoff nobody took by then goes to the notification rules.",
+    )  # fmt: skip
+
+    @field_validator("members")
+    @classmethod
+    def _emails(cls, emails: list[str]) -> list[str]:
+        return [e.strip().lower() for e in emails]
+
+    @model_validator(mode="after")
+    def _someone(self) -> OperatorGroup:
+        given = [bool(self.members), self.role is not None, self.filter is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of members, role or filter")
+        try:
+            compile_filter(self.condition(), "sqlite")
+        except ValidationFailed as exc:
+            where = "; ".join(f"{d.path}: {d.message}" for d in exc.details)
+            raise ValueError(f"filter: {where or exc.message}") from None
+        return self
+
+    def condition(self) -> dict[str, Any]:
+        """The group's members as a member filter (DESIGN §6)."""
+        if self.members:
+            return {"field": "email", "op": "in", "value": self.members}
+        if self.role is not None:
+            return {"field": "role", "op": "eq", "value": self.role}
+        return self.filter or {}
+
+    def handles(self, conversation: Conversation) -> bool:
+        workflow = conversation.workflow
+        return (ALL in self.inboxes or conversation.inbox in self.inboxes) and (
+            ALL in self.workflows or workflow is None or workflow in self.workflows
+        )
+
+
+class OperatorSettings(BaseModel):
+    """``escalation.operators``: the live operator mode."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=False, description="The `operators` feature flag.")
+    heartbeat_ttl_seconds: float = Field(
+        default=30, ge=2, le=600,
+        description="An operator whose console stops beating for this long goes offline.",
+    )  # fmt: skip
+    groups: list[OperatorGroup] = Field(default_factory=list)
+
+    @field_validator("groups")
+    @classmethod
+    def _unique(cls, groups: list[OperatorGroup]) -> list[OperatorGroup]:
+        names = [g.name for g in groups]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"[{i}].name: '{name}' is used twice")
+        return groups
+
+    def group(self, name: str | None) -> OperatorGroup | None:
+        return next((g for g in self.groups if g.name == name), None)
+
+
+def may_take(book: RoleBook, member: Member, conversation: Conversation) -> bool:
+    """Whether ``member``'s role lets them answer ``conversation`` as an operator."""
+    if member.kind != "team" or member.archived:
+        return False
+    need = Need(
+        feature="chats",
+        level="edit",
+        inbox=conversation.inbox,
+        inbox_right="send",
+        workflow=conversation.workflow,
+    )
+    return allows(book.get(member.role), need)
+
+
+@dataclass(frozen=True)
+class Seat:
+    """A live operator as routing sees them: in which group, how loaded."""
+
+    member_id: int
+    group: str
+    load: int
+    capacity: int
+    since: float  # when they went live (earlier wins a tie)
+
+    @property
+    def free(self) -> bool:
+        return self.load < self.capacity

@@ -1,0 +1,407 @@
+"""Live operators at work: presence, routing handoffs to them, and what they do with one.
+
+A new handoff is routed right after the turn that opened it commits (and again by the
+routing loop every second, which also makes routing survive a crash between the two):
+offered to the least-loaded live operator who may take it (``escalation.routing``);
+when nobody is live who could, the notification rules run at once; when such operators
+are live but full, the handoff waits in the queue until one has room or the group's
+``queue_timeout_seconds`` passes, and then the rules run. Meanwhile the AI keeps
+answering.
+
+An operator takes a conversation (offered to them or waiting unoffered), replies, adds
+internal notes, hands it back to the AI, or closes it. Taking sets the conversation's
+status to ``operator`` with a conditional UPDATE; the pipeline re-reads that status in
+the transaction that writes an agent reply (locking the row on PostgreSQL) and drops the
+reply of a turn that raced a take -- the AI and a person never both answer.
+
+An operator who goes offline (left, forced, or stopped beating past the TTL) gives back
+what they held: those conversations return to the queue and to the AI. One whose role
+lost ``send`` on the inbox is refused and gives the conversation back the same way.
+
+Every change is published on the ``console`` topic, so each process's consoles refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from escalation import handoffs
+from escalation.operators import OperatorSettings, may_take
+from escalation.presence import Presence, PresenceUnavailable
+from escalation.routing import loads, offer, seats
+from gateway import conversations
+from gateway.conversations import NOTE
+from gateway.settings import Settings
+from gateway.supervisor import Supervisor
+from people.roles import RoleBook, load_book
+from store.engine import insert_rows
+from store.models import Conversation, Handoff, Inbound, Member, Message, utcnow
+
+log = logging.getLogger(__name__)
+
+TOPIC = "console"
+ROUTE_BATCH = 200
+
+Notify = Callable[[AsyncSession, Handoff, Conversation, str], Awaitable[None]]
+Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Refused(Exception):
+    """An operator action that cannot be done, and why (a 409 or a 403)."""
+
+    reason: str
+    forbidden: bool = False
+
+
+class Live:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        presence: Presence,
+        notify: Notify,
+        on_outbox: Callable[[], None],
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self.presence = presence
+        self._notify = notify
+        self._on_outbox = on_outbox
+        self._now = now
+        self._publish: Publish | None = None
+        self._supervisor: Supervisor | None = None
+
+    @property
+    def operators(self) -> OperatorSettings:
+        return self._settings.escalation.operators
+
+    @property
+    def enabled(self) -> bool:
+        return self.operators.enabled
+
+    def attach(self, publish: Publish, supervisor: Supervisor) -> None:
+        """Where console updates go, and who runs background work (set once running)."""
+        self._publish, self._supervisor = publish, supervisor
+
+    def changed(self) -> None:
+        """Tell every process's consoles to refresh."""
+        if self._publish is not None and self._supervisor is not None:
+            self._supervisor.spawn(self._safe_publish(), name="console-changed")
+
+    async def _safe_publish(self) -> None:
+        if self._publish is not None:
+            try:
+                await self._publish(TOPIC, {})
+            except Exception as exc:  # consoles also refresh on their own timer
+                log.warning("could not publish a console update: %r", exc)
+
+    def route_soon(self, handoff_ids: list[int]) -> None:
+        """Route new handoffs (after the transaction that opened them committed)."""
+        if handoff_ids:
+            self._spawn(self.route_queued(handoff_ids), "route")
+        self.changed()
+
+    # -- presence ---------------------------------------------------------------------
+
+    async def go_live(self, member_id: int) -> None:
+        """Live now; waiting handoffs are offered to them right after (not in the caller's
+        transaction: routing uses transactions of its own)."""
+        await self.presence.go_live(member_id)
+        self._spawn(self.route_queued(), "route")
+        self.changed()
+
+    async def leave(self, member_id: int) -> None:
+        """Offline now; what they held goes back to the queue right after."""
+        await self.presence.leave(member_id)
+        self._spawn(self.release_absent(), "release")
+        self.changed()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        if self._supervisor is not None:
+            self._supervisor.spawn(work, name=name)
+        else:
+            work.close()
+
+    async def live(self) -> dict[int, float]:
+        """Who is live; nobody while presence is unavailable (routing degrades to the
+        notification rules, and recovers by itself)."""
+        try:
+            return await self.presence.live()
+        except PresenceUnavailable as exc:
+            log.warning("%s: routing as if nobody were live", exc)
+            return {}
+
+    # -- routing ----------------------------------------------------------------------
+
+    async def route_queued(self, only: list[int] | None = None) -> None:
+        """Offer waiting handoffs (``only`` these, or all) to live operators, oldest first;
+        run the notification rules for those nobody can take."""
+        live = await self.live()
+        stmt = (
+            select(Handoff.id)
+            .where(Handoff.status == "open", Handoff.operator_id.is_(None))
+            .order_by(Handoff.id)
+            .limit(ROUTE_BATCH)
+        )
+        if only is not None:
+            stmt = stmt.where(Handoff.id.in_(only))
+        async with self._sessions() as session:
+            waiting = list((await session.execute(stmt)).scalars())
+        offered = False
+        for handoff_id in waiting:
+            async with self._sessions.begin() as session:
+                offered |= await self._route_one(session, handoff_id, live)
+        if offered:
+            self.changed()
+
+    async def _route_one(
+        self, session: AsyncSession, handoff_id: int, live: dict[int, float]
+    ) -> bool:
+        handoff = await session.get(Handoff, handoff_id)
+        if handoff is None or handoff.status != "open" or handoff.operator_id is not None:
+            return False
+        conversation = await session.get(Conversation, handoff.conversation_id)
+        if conversation is None:
+            return False
+        book = await load_book(session, self._settings.roles)
+        candidates = await seats(session, self.operators, book, live, conversation)
+        if candidates and await offer(session, handoff.id, candidates) is not None:
+            return True
+        if handoff.notified_at is None and self._should_notify(handoff, conversation, candidates):
+            await self._notify(
+                session, handoff, conversation, await self._who(session, conversation)
+            )
+        return False
+
+    def _should_notify(self, handoff: Handoff, conversation: Conversation, live: list[Any]) -> bool:
+        """Nobody live could take it: now. Someone could, but is full: after the timeout."""
+        if not live:
+            return True
+        groups = [g for g in self.operators.groups if g.handles(conversation)]
+        wait = min((g.queue_timeout_seconds for g in groups), default=0.0)
+        return self._now() - handoff.created_at >= timedelta(seconds=wait)
+
+    async def _who(self, session: AsyncSession, conversation: Conversation) -> str:
+        """How a notification names the customer: their name, else their address."""
+        member = await session.get(Member, conversation.member_id)
+        if member is not None and member.name:
+            return member.name
+        last = await session.execute(
+            select(Inbound.sender)
+            .join(Message, Message.inbound_id == Inbound.id)
+            .where(Message.conversation_id == conversation.id)
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        return last.scalar_one_or_none() or f"member {conversation.member_id}"
+
+    async def release_absent(self) -> None:
+        """Give back what operators who are no longer live held (while presence is
+        unavailable nobody is known to have left, and nothing is taken away)."""
+        try:
+            live = await self.presence.live()
+        except PresenceUnavailable:
+            return
+        async with self._sessions.begin() as session:
+            held = await session.execute(
+                select(Handoff)
+                .where(Handoff.status == "open", Handoff.operator_id.is_not(None))
+                .where(Handoff.operator_id.not_in(list(live) or [0]))
+            )
+            released = list(held.scalars())
+            for handoff in released:
+                await self._requeue(session, handoff)
+        if released:
+            log.info("%s handoffs returned to the queue: their operators went offline",
+                     len(released))  # fmt: skip
+            await self.route_queued([h.id for h in released])
+            self.changed()
+
+    async def _requeue(self, session: AsyncSession, handoff: Handoff) -> None:
+        handoff.operator_id = handoff.operator_group = None
+        handoff.offered_at = handoff.taken_at = None
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == handoff.conversation_id, Conversation.status == "operator")
+            .values(status="queued", updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+    async def requeue_if_held(
+        self, session: AsyncSession, conversation: Conversation, member_id: int
+    ) -> None:
+        handoff = await _open_handoff(session, conversation.id)
+        if handoff is not None and handoff.operator_id == member_id:
+            await self._requeue(session, handoff)
+            conversation.status = "queued"
+            self.route_soon([handoff.id])
+
+    # -- an operator's actions (inside the caller's transaction) ----------------------
+
+    async def take(
+        self, session: AsyncSession, conversation: Conversation, member: Member, book: RoleBook
+    ) -> Handoff:
+        """``member`` takes ``conversation``: the AI stops answering it."""
+        if conversation.status == "closed":
+            raise Refused("the conversation is closed")
+        if not may_take(book, member, conversation):
+            raise Refused(f"your role may not answer on {conversation.inbox}", forbidden=True)
+        handoff = await _open_handoff(session, conversation.id)
+        if handoff is None:
+            handoff, _ = await handoffs.request(
+                session, conversation, "a team member took the conversation", "operator"
+            )
+        if handoff.operator_id not in (None, member.id):
+            raise Refused("another operator has this conversation")
+        now = utcnow()
+        took = await session.execute(
+            update(Handoff)
+            .where(
+                Handoff.id == handoff.id,
+                Handoff.status == "open",
+                or_(Handoff.operator_id.is_(None), Handoff.operator_id == member.id),
+            )
+            .values(operator_id=member.id, taken_at=now, offered_at=handoff.offered_at or now)
+            .execution_options(synchronize_session=False)
+        )
+        if took.rowcount != 1:  # type: ignore[attr-defined]
+            raise Refused("another operator has this conversation")
+        await session.refresh(handoff)
+        conversation.status = "operator"
+        conversation.updated_at = now
+        self.changed()
+        return handoff
+
+    async def reply(
+        self,
+        session: AsyncSession,
+        conversation: Conversation,
+        member: Member,
+        text: str,
+        key: str,
+    ) -> Refused | None:
+        """Send ``member``'s reply to the customer, taking the conversation if it is free;
+        why not, when refused (a refusal for lost rights gives the conversation back)."""
+        book = await load_book(session, self._settings.roles)
+        try:
+            await self.take(session, conversation, member, book)
+        except Refused as refused:
+            if refused.forbidden:
+                await self.requeue_if_held(session, conversation, member.id)
+            return refused
+        sent = await conversations.say_as_operator(
+            session, conversation, member.name or member.email or "", text, key
+        )
+        if sent is None:
+            return Refused("the customer has not written yet; there is nowhere to reply")
+        self._on_outbox()
+        self.changed()
+        return None
+
+    async def note(
+        self, session: AsyncSession, conversation: Conversation, member: Member, text: str
+    ) -> int:
+        """An internal note: kept with the conversation, never sent, never shown to agents."""
+        [message_id] = await insert_rows(session, Message, [{
+            "conversation_id": conversation.id, "direction": NOTE, "author": "operator",
+            "author_name": member.name or member.email, "text": text, "status": "internal",
+            "created_at": utcnow(),
+        }])  # fmt: skip
+        self.changed()
+        return message_id
+
+    async def finish(
+        self, session: AsyncSession, conversation: Conversation, member: Member, close: bool
+    ) -> None:
+        """Hand the conversation back to the AI, or close it."""
+        handoff = await _open_handoff(session, conversation.id)
+        if handoff is not None:
+            if handoff.operator_id not in (None, member.id):
+                raise Refused("another operator has this conversation")
+            handoff.status, handoff.closed_at, handoff.closed_by = "closed", utcnow(), member.id
+        elif conversation.status == "closed":
+            raise Refused("the conversation is closed")
+        conversation.status = "closed" if close else "bot"
+        conversation.updated_at = utcnow()
+        self.changed()
+        self._spawn(self.route_queued(), "route")  # the operator has room for the next one
+
+    async def slack_reply(
+        self, session: AsyncSession, inbound: Inbound, conversation: Conversation, member: Member
+    ) -> str | None:
+        refused = await self.reply(
+            session, conversation, member, inbound.text, f"team:{inbound.id}"
+        )
+        return refused.reason if refused is not None else None
+
+    # -- what a console shows ---------------------------------------------------------
+
+    async def board(self, session: AsyncSession, member: Member, book: RoleBook) -> dict[str, Any]:
+        """The operator's view: who is live, the queue they may take from, their own."""
+        live = await self.live()
+        rows = await session.execute(
+            select(Handoff, Conversation, Member)
+            .join(Conversation, Conversation.id == Handoff.conversation_id)
+            .join(Member, Member.id == Conversation.member_id)
+            .where(Handoff.status == "open")
+            .where(or_(Handoff.operator_id.is_(None), Handoff.operator_id == member.id))
+            .order_by(Handoff.id)
+            .limit(ROUTE_BATCH)
+        )
+        found = [(h, c, m) for h, c, m in rows.all()]
+        latest = dict((await session.execute(
+            select(Message.conversation_id, func.max(Message.id))
+            .where(Message.conversation_id.in_([c.id for _, c, _ in found]))
+            .group_by(Message.conversation_id)
+        )).all())  # fmt: skip
+        queue: list[dict[str, Any]] = []
+        mine: list[dict[str, Any]] = []
+        for handoff, conversation, customer in found:
+            if not may_take(book, member, conversation):
+                continue
+            item = {
+                "handoff": str(handoff.id),
+                "conversation": str(conversation.id),
+                "customer": customer.name or f"member {customer.id}",
+                "channel": conversation.channel,
+                "inbox": conversation.inbox,
+                "workflow": conversation.workflow,
+                "reason": handoff.reason,
+                "trigger": handoff.trigger,
+                "status": conversation.status,
+                "since": handoff.created_at.isoformat(),
+                "taken": handoff.taken_at is not None,
+                "last_message": str(latest.get(conversation.id, 0)),
+            }
+            (mine if handoff.operator_id == member.id else queue).append(item)
+        names = await session.execute(select(Member.id, Member.name, Member.email).where(
+            Member.id.in_(list(live))))  # fmt: skip
+        held = await loads(session, list(live))
+        operators = [
+            {"id": str(i), "name": name or email or f"member {i}", "load": held.get(i, 0)}
+            for i, name, email in names.all()
+        ]
+        return {
+            "type": "board",
+            "me": {"id": str(member.id), "name": member.name or member.email,
+                   "live": member.id in live},
+            "operators": sorted(operators, key=lambda o: o["name"]),
+            "queue": queue,
+            "mine": mine,
+        }  # fmt: skip
+
+
+async def _open_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:
+    found = await session.execute(
+        select(Handoff).where(Handoff.conversation_id == conversation_id, Handoff.status == "open")
+    )
+    return found.scalar_one_or_none()
