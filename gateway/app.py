@@ -25,8 +25,9 @@ from agents.runtime import Runtime
 from channels import webchat
 from channels.base import ChannelContext, InboundMessage, Listener
 from escalation.presence import MemoryPresence, RedisPresence
-from gateway import api, http, redis_bus, routes
+from gateway import api, console, http, live, redis_bus, routes
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
+from gateway.console import Consoles
 from gateway.delivery import Deliverer
 from gateway.metrics import Metrics
 from gateway.pipeline import Accepted, Pipeline
@@ -54,6 +55,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app.cleanup_ctx.append(_lifecycle)
     routes.add(app, settings)
     api.add(app)
+    console.add(app)
     return app
 
 
@@ -103,14 +105,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     deliverer = Deliverer(
         sessions, opened, settings.gateway, metrics, supervisor, pipeline.defer_to_accepts
     )
-    sockets = WebChatSockets()
+    sockets, consoles = WebChatSockets(), Consoles()
     for channel in opened.values():
         if isinstance(channel, Listener):
             await channel.start()
     await pubsub.subscribe(webchat.TOPIC, sockets.deliver)
+    await pubsub.subscribe(live.TOPIC, consoles.changed)
     state.running = Services(
         settings, engine, sessions, session, client, pubsub, queue, opened, runtime,
-        pipeline, deliverer, supervisor, metrics, sockets,
+        pipeline, deliverer, supervisor, metrics, sockets, consoles,
     )  # fmt: skip
     stop = asyncio.Event()
     processor = Processor(queue, pipeline, runtime, supervisor, metrics, settings.gateway.workers)
@@ -128,6 +131,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await pipeline.close()
         await deliverer.close()
         await sockets.close_all()
+        await consoles.close_all()
         for channel in opened.values():
             await channel.close()
         await pubsub.close()

@@ -42,7 +42,7 @@ from gateway.settings import Settings
 from gateway.supervisor import Supervisor
 from people.roles import RoleBook, load_book
 from store.engine import insert_rows
-from store.models import Conversation, Handoff, Inbound, Member, Message, utcnow
+from store.models import Conversation, Handoff, Identity, Inbound, Member, Message, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +363,11 @@ class Live:
             .where(Message.conversation_id.in_([c.id for _, c, _ in found]))
             .group_by(Message.conversation_id)
         )).all())  # fmt: skip
+        addresses = dict((await session.execute(
+            select(Identity.member_id, Identity.address)
+            .where(Identity.member_id.in_([m.id for _, _, m in found if not m.name]))
+            .where(Identity.kind.in_(("phone", "email")))
+        )).all())  # fmt: skip
         queue: list[dict[str, Any]] = []
         mine: list[dict[str, Any]] = []
         for handoff, conversation, customer in found:
@@ -371,7 +376,9 @@ class Live:
             item = {
                 "handoff": str(handoff.id),
                 "conversation": str(conversation.id),
-                "customer": customer.name or f"member {customer.id}",
+                "customer": customer.name
+                or addresses.get(customer.id)
+                or f"{conversation.channel} visitor {customer.id}",
                 "channel": conversation.channel,
                 "inbox": conversation.inbox,
                 "workflow": conversation.workflow,

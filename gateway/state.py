@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 import redis.asyncio as redis
@@ -17,6 +18,9 @@ from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.settings import Settings
 from gateway.sockets import WebChatSockets
+
+if TYPE_CHECKING:  # the console's module reads Services through this one
+    from gateway.console import Consoles
 from gateway.supervisor import Supervisor
 
 
@@ -38,6 +42,7 @@ class Services:
     supervisor: Supervisor
     metrics: Metrics
     sockets: WebChatSockets
+    consoles: Consoles
 
 
 class AppState:

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, async_playwright
 
 from store.migrate import upgrade_sync
 from tests.fakes.smtp_sink import SmtpSink
@@ -25,6 +26,16 @@ from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Gateway, make_settings, unava
 POSTGRES_ADMIN = os.environ.get(
     "FRONTDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 REDIS_URL = os.environ.get("FRONTDESK_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 TABLES = (
@@ -113,6 +124,19 @@ async def redis_url() -> AsyncIterator[str]:
     yield REDIS_URL
     await client.flushdb()
     await client.aclose()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        unavailable("Chromium (/usr/bin/chromium; `make test` installs it as root)", "missing")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()
 
 
 @pytest.fixture

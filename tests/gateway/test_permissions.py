@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, text
 
 from people import credentials
-from store.models import ApiToken, Conversation, Handoff, Import, Member, Message
+from store.models import ApiToken, Conversation, Handoff, Import, Inbound, Member, Message
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Api, Gateway, add_member, make_settings
 
@@ -25,7 +25,7 @@ CUSTOM = {
     },
 }
 TABLES = ("members", "identities", "member_labels", "member_merges", "roles", "imports",
-          "api_tokens", "conversations", "messages")  # fmt: skip
+          "api_tokens", "conversations", "messages", "handoffs", "outbox")  # fmt: skip
 
 
 @dataclass
@@ -45,6 +45,13 @@ class Case:
 
 ADMINS = ("owner", "admin")
 READERS = ("owner", "admin", "operator", "viewer")
+OPERATORS = ("owner", "admin", "operator")
+LIVE = {
+    "operators": {
+        "enabled": True,
+        "groups": [{"name": "team", "filter": {"field": "kind", "op": "eq", "value": "team"}}],
+    }
+}
 CASES = [
     Case("GET", "/api/members", None, dict.fromkeys(READERS, 200)),
     Case("POST", "/api/members", {"email": "new@example.com"}, dict.fromkeys(ADMINS, 201)),
@@ -79,6 +86,18 @@ CASES = [
     Case("GET", "/api/tokens", None, dict.fromkeys(ROLES, 200)),
     Case("POST", "/api/tokens", {"name": "more"}, dict.fromkeys(ROLES, 201)),
     Case("DELETE", "/api/tokens/{target_token}", None, dict.fromkeys(ADMINS, 204), 404),
+    Case("POST", "/api/operators/live", None, dict.fromkeys(OPERATORS, 200)),
+    Case("DELETE", "/api/operators/live", None, dict.fromkeys(OPERATORS, 204)),
+    Case("POST", "/api/operators/heartbeat", None, dict.fromkeys(OPERATORS, 200)),
+    Case("GET", "/api/operators", None, dict.fromkeys(OPERATORS, 200)),
+    Case("POST", "/api/operators/{team}/offline", None, dict.fromkeys(ADMINS, 204)),
+    Case("GET", "/api/console", None, dict.fromkeys(OPERATORS, 200)),
+    *(Case("POST", f"/api/conversations/{{{which}}}/{action}", body,
+           dict.fromkeys(OPERATORS, status))
+      for which in ("conversation", "other_inbox")
+      for action, body, status in (("take", None, 200), ("reply", {"text": "hi"}, 200),
+                                   ("notes", {"text": "hi"}, 201), ("handback", None, 204),
+                                   ("close", None, 204))),
 ]  # fmt: skip
 
 
@@ -108,8 +127,21 @@ async def _world(gw: Gateway) -> World:
                                         status="bot", data={})  # fmt: skip
             session.add(conversation)
             await session.flush()
-            session.add(Message(conversation_id=conversation.id, direction="in", author="member",
-                                text="hello", status="received"))  # fmt: skip
+            inbound = Inbound(
+                channel="sms",
+                external_id=f"SM{key}",
+                inbox=inbox,
+                sender_kind="phone",
+                sender="+14155557777",
+                queue_key=f"sms|{inbox}|+14155557777",
+                text="hello",
+                status="done",
+            )
+            session.add(inbound)
+            await session.flush()
+            session.add(Message(conversation_id=conversation.id, direction="in",
+                                author="member", text="hello", status="received",
+                                inbound_id=inbound.id))  # fmt: skip
             ids[key] = conversation.id
             handoff = Handoff(conversation_id=conversation.id, reason="test", trigger="test")
             session.add(handoff)
@@ -145,7 +177,8 @@ async def test_every_endpoint_answers_every_role_as_the_design_says(
     database_url: str, twilio: tuple[FakeTwilio, str], case: Case, role: str
 ) -> None:
     fake, base = twilio
-    async with Gateway.running(make_settings(database_url, twilio_base=base), fake) as gw:
+    settings = make_settings(database_url, twilio_base=base, escalation=LIVE)
+    async with Gateway.running(settings, fake) as gw:
         world = await _world(gw)
         api = Api(gw, world.tokens[role])
         path = _fill(case.path, world.ids)

@@ -1,0 +1,154 @@
+"""The operator console: ``GET /console`` (one static page), its socket ``/console/ws``, and
+``POST /api/sessions`` (sign in with email and password, get an API token).
+
+The page is plain HTML and JavaScript served from the package -- no build step, nothing
+to install, one file to read. It signs in (password or token), then uses the admin API
+for every action (go live, heartbeat, take, reply, notes, hand back, close, history) and
+the socket for what changes: on ``{"type": "hello", "token": ...}`` the server sends the
+operator's board (``gateway.live.Live.board``) and sends it again whenever it changes --
+on the ``console`` pub/sub topic any gateway process publishes to, and at least every
+few seconds (so a missed publish only delays an update). The token is checked on every
+refresh: a revoked token or a role that lost ``operators: use`` ends the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.api_live import OPERATORS_USE
+from gateway.errors import Unauthenticated, ValidationFailed
+from gateway.state import Services, services
+from people import credentials
+from people.roles import allows, load_book
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 3.0
+HELLO_SECONDS = 10.0
+
+
+class Consoles:
+    """The console sockets this process holds: each waits on its own event."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[asyncio.Event, web.WebSocketResponse] = {}
+
+    def watch(self, ws: web.WebSocketResponse) -> asyncio.Event:
+        event = asyncio.Event()
+        self._waiting[event] = ws
+        return event
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        self._waiting.pop(event, None)
+
+    async def close_all(self) -> None:
+        for ws in list(self._waiting.values()):
+            await ws.close()
+
+    async def changed(self, _payload: Mapping[str, Any]) -> None:
+        """A pub/sub handler: every console here refreshes."""
+        for event in self._waiting:
+            event.set()
+
+
+async def page(_request: web.Request) -> web.Response:
+    html = resources.files("gateway").joinpath("static/console.html").read_text("utf-8")
+    return web.Response(text=html, content_type="text/html")
+
+
+class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    """``POST /api/sessions``: ``{"email", "password"}`` -> 201 ``{"token", "member"}``."""
+    s = services(request)
+    try:
+        body = SignIn.model_validate(await request.json())
+    except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
+        raise ValidationFailed('send {"email": ..., "password": ...}') from exc
+    async with s.sessions.begin() as session:
+        member = await credentials.sign_in(session, body.email, body.password)
+        if member is None:
+            raise Unauthenticated("the email or password is wrong")
+        token = await credentials.create_token(session, member, "console")
+        return web.json_response({"token": token, "member": str(member.id)}, status=201)
+
+
+async def socket(request: web.Request) -> web.WebSocketResponse:
+    s = services(request)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=16_384)
+    await ws.prepare(request)
+    try:
+        hello = await ws.receive(timeout=HELLO_SECONDS)
+        frame = json.loads(hello.data) if hello.type == WSMsgType.TEXT else {}
+    except (TimeoutError, json.JSONDecodeError):
+        frame = {}
+    token = str(frame.get("token") or "") if isinstance(frame, dict) else ""
+    if frame.get("type") != "hello" or not await _board(s, token):
+        await ws.send_json({"type": "error", "code": "unauthenticated",
+                            "message": "sign in again"})  # fmt: skip
+        await ws.close()
+        return ws
+    changed = s.consoles.watch(ws)
+    pushing = asyncio.create_task(_push(s, ws, token, changed), name="console-push")
+    try:
+        async for _ in ws:  # the client only says hello; reading notices it leaving
+            pass
+    finally:
+        s.consoles.unwatch(changed)
+        pushing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pushing
+    return ws
+
+
+async def _board(s: Services, token: str) -> dict[str, Any] | None:
+    """The board for the token's member, or None when they may not have one."""
+    async with s.sessions() as session:
+        member = await credentials.authenticate(session, token) if token else None
+        if member is None:
+            return None
+        book = await load_book(session, s.settings.roles)
+        if not allows(book.get(member.role), OPERATORS_USE):
+            return None
+        return await s.pipeline.live.board(session, member, book)
+
+
+async def _push(s: Services, ws: web.WebSocketResponse, token: str, changed: asyncio.Event) -> None:
+    last: dict[str, Any] | None = None
+    while not ws.closed:
+        changed.clear()
+        try:
+            board = await _board(s, token)
+        except Exception:
+            log.exception("could not build a console board; retrying")
+            board = last
+        if board is None:
+            await ws.send_json({"type": "error", "code": "unauthenticated",
+                                "message": "sign in again"})  # fmt: skip
+            await ws.close()
+            return
+        if board != last:
+            await ws.send_json(board)
+            last = board
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), REFRESH_SECONDS)
+
+
+def add(app: web.Application) -> None:
+    app.router.add_get("/console", page)
+    app.router.add_get("/console/ws", socket)
+    app.router.add_post("/api/sessions", sign_in)
