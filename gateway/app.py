@@ -24,7 +24,7 @@ import channels
 from agents.runtime import Runtime
 from channels import webchat
 from channels.base import ChannelContext, InboundMessage, Listener
-from escalation.presence import MemoryPresence, RedisPresence
+from escalation.presence import MemoryPresence, Presence, RedisPresence
 from gateway import api, console, http, live, redis_bus, routes
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
 from gateway.console import Consoles
@@ -45,13 +45,16 @@ CHECKPOINT_SECONDS = 1.0
 ROUTE_SECONDS = 1.0
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.Application:
-    """The gateway for ``settings``. ``runtime`` replaces the agents' runtime (tests)."""
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, presence: Presence | None = None
+) -> web.Application:
+    """The gateway for ``settings``. ``runtime`` replaces the agents' runtime, ``presence``
+    where operators' presence is kept (tests: Redis behind a proxy they can cut)."""
     app = web.Application(
         client_max_size=settings.gateway.max_body_bytes,
         middlewares=[http.request_ids, http.errors],
     )
-    app[STATE] = AppState(settings, runtime)
+    app[STATE] = AppState(settings, runtime, presence)
     app.cleanup_ctx.append(_lifecycle)
     routes.add(app, settings)
     api.add(app)
@@ -97,7 +100,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     runtime.use_store(sessions)
     await runtime.warm_up()
     ttl = settings.escalation.operators.heartbeat_ttl_seconds
-    presence = RedisPresence(client, ttl) if client is not None else MemoryPresence(ttl)
+    presence = state.presence or (
+        RedisPresence(client, ttl) if client is not None else MemoryPresence(ttl)
+    )
     pipeline = Pipeline(
         sessions, queue, settings, metrics, lambda: deliverer.wake(), presence=presence
     )

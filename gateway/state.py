@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agents.runtime import Runtime
 from channels.base import Channel
+from escalation.presence import Presence
 from gateway.bus import PubSub, WorkQueue
 from gateway.delivery import Deliverer
 from gateway.metrics import Metrics
@@ -48,9 +49,12 @@ class Services:
 class AppState:
     """The one mutable object the app holds; ``services`` is set while the app runs."""
 
-    def __init__(self, settings: Settings, runtime: Runtime | None) -> None:
+    def __init__(
+        self, settings: Settings, runtime: Runtime | None, presence: Presence | None = None
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
+        self.presence = presence
         self.running: Services | None = None
 
     @property

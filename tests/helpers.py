@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from agents.runtime import Runtime
+from escalation.presence import Presence
 from gateway.app import create_app
 from gateway.settings import Settings, from_mapping
 from gateway.state import STATE, Services
@@ -140,9 +141,13 @@ class Gateway:
     @classmethod
     @asynccontextmanager
     async def running(
-        cls, settings: Settings, twilio: FakeTwilio, runtime: Runtime | None = None
+        cls,
+        settings: Settings,
+        twilio: FakeTwilio,
+        runtime: Runtime | None = None,
+        presence: Presence | None = None,
     ) -> AsyncIterator[Gateway]:
-        app = create_app(settings, runtime=runtime)
+        app = create_app(settings, runtime=runtime, presence=presence)
         client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
         await client.start_server()
         try:

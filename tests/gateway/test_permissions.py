@@ -11,7 +11,16 @@ import pytest
 from sqlalchemy import select, text
 
 from people import credentials
-from store.models import ApiToken, Conversation, Handoff, Import, Inbound, Member, Message
+from store.models import (
+    ApiToken,
+    Conversation,
+    Handoff,
+    Import,
+    Inbound,
+    Member,
+    Message,
+    utcnow,
+)
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Api, Gateway, add_member, make_settings
 
@@ -143,7 +152,10 @@ async def _world(gw: Gateway) -> World:
                                 author="member", text="hello", status="received",
                                 inbound_id=inbound.id))  # fmt: skip
             ids[key] = conversation.id
-            handoff = Handoff(conversation_id=conversation.id, reason="test", trigger="test")
+            # Already notified: the routing loop has nothing to do behind the test's back.
+            handoff = Handoff(
+                conversation_id=conversation.id, reason="test", trigger="test", notified_at=utcnow()
+            )
             session.add(handoff)
             await session.flush()
             ids[f"{key}_handoff"] = handoff.id
