@@ -14,14 +14,13 @@ workflow, and ``send`` on its inbox. A role changed through the API applies at o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.errors import ValidationFailed
 from people.filters import compile_filter
 from people.roles import Need, RoleBook, allows
-from store.models import Conversation, Member
 
 ALL = "*"
 
@@ -66,7 +65,7 @@ class OperatorGroup(BaseModel):
             return {"field": "role", "op": "eq", "value": self.role}
         return self.filter or {}
 
-    def handles(self, conversation: Conversation) -> bool:
+    def handles(self, conversation: Routed) -> bool:
         workflow = conversation.workflow
         return (ALL in self.inboxes or conversation.inbox in self.inboxes) and (
             ALL in self.workflows or workflow is None or workflow in self.workflows
@@ -98,7 +97,33 @@ class OperatorSettings(BaseModel):
         return next((g for g in self.groups if g.name == name), None)
 
 
-def may_take(book: RoleBook, member: Member, conversation: Conversation) -> bool:
+class Routed(Protocol):
+    """What routing needs of a conversation (a ``Conversation``, or a row of its columns)."""
+
+    @property
+    def member_id(self) -> int: ...
+
+    @property
+    def inbox(self) -> str: ...
+
+    @property
+    def workflow(self) -> str | None: ...
+
+
+class Someone(Protocol):
+    """What deciding needs of a member (a ``Member``, or a row with these columns)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def archived(self) -> bool: ...
+
+    @property
+    def role(self) -> str: ...
+
+
+def may_take(book: RoleBook, member: Someone, conversation: Routed) -> bool:
     """Whether ``member``'s role lets them answer ``conversation`` as an operator."""
     if member.kind != "team" or member.archived:
         return False

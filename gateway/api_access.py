@@ -45,6 +45,7 @@ async def put_role(call: Call) -> dict[str, Any]:
     if not at_most(role, call.actor.role):
         raise PermissionDenied(f"the role grants more than your role '{call.actor.role_name}'")
     await roles.save(call.session, name, role)
+    call.after_commit.append(call.services.pipeline.live.forget_roles)
     return role_json(name, role, "api")
 
 
@@ -63,6 +64,7 @@ async def delete_role(call: Call) -> None:
     if holders and not still_configured:
         raise Conflict(f"{holders} members hold role '{name}'; give them another role first")
     await roles.delete(call.session, name)
+    call.after_commit.append(call.services.pipeline.live.forget_roles)
 
 
 class TokenBody(BaseModel):

@@ -93,6 +93,7 @@ async def create_member(call: Call) -> web.Response:
         raise ValidationFailed("anonymous members are made by channels, not created")
     _check_grant(call, fields.role or "contact")
     member = await directory.create(call.session, fields, call.region)
+    call.after_commit.append(call.services.pipeline.live.forget_roles)
     return web.json_response(await _json(call.session, member), status=201)
 
 
@@ -109,6 +110,7 @@ async def update_member(call: Call) -> dict[str, Any]:
     if fields.kind == "anonymous" and member.kind != "anonymous":
         raise ValidationFailed("a known member cannot become anonymous")
     await directory.apply(call.session, member, fields, call.region)
+    call.after_commit.append(call.services.pipeline.live.forget_roles)  # operator groups
     return await _json(call.session, member)
 
 
@@ -122,6 +124,7 @@ async def _set_archived(call: Call, archived: bool) -> dict[str, Any]:
         raise Conflict(f"member {member.id} was merged into member {member.merged_into}")
     member.archived = archived
     await call.session.flush()
+    call.after_commit.append(call.services.pipeline.live.forget_roles)
     return await _json(call.session, member)
 
 

@@ -24,6 +24,7 @@ Every change is published on the ``console`` topic, so each process's consoles r
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,9 +34,9 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from escalation import handoffs
-from escalation.operators import OperatorSettings, may_take
+from escalation.operators import OperatorSettings, Routed, may_take
 from escalation.presence import Presence, PresenceUnavailable
-from escalation.routing import loads, offer, seats
+from escalation.routing import Rostered, loads, offer, rosters, seats
 from gateway import conversations
 from gateway.conversations import NOTE
 from gateway.settings import Settings
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 TOPIC = "console"
 ROUTE_BATCH = 200
+ROSTER_SECONDS = 1.0
 
 Notify = Callable[[AsyncSession, Handoff, Conversation, str], Awaitable[None]]
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -77,6 +79,7 @@ class Live:
         self._notify = notify
         self._on_outbox = on_outbox
         self._now = now
+        self._roster: tuple[RoleBook, dict[str, list[Rostered]], float] | None = None
         self._publish: Publish | None = None
         self._supervisor: Supervisor | None = None
 
@@ -144,18 +147,9 @@ class Live:
 
     async def route_queued(self, only: list[int] | None = None) -> None:
         """Offer waiting handoffs (``only`` these, or all) to live operators, oldest first;
-        run the notification rules for those nobody can take."""
+        run the notification rules for those nobody can take. One transaction each."""
         live = await self.live()
-        stmt = (
-            select(Handoff.id)
-            .where(Handoff.status == "open", Handoff.operator_id.is_(None))
-            .order_by(Handoff.id)
-            .limit(ROUTE_BATCH)
-        )
-        if only is not None:
-            stmt = stmt.where(Handoff.id.in_(only))
-        async with self._sessions() as session:
-            waiting = list((await session.execute(stmt)).scalars())
+        waiting = sorted(only) if only is not None else await self._waiting()
         offered = False
         for handoff_id in waiting:
             async with self._sessions.begin() as session:
@@ -163,32 +157,65 @@ class Live:
         if offered:
             self.changed()
 
+    async def _waiting(self) -> list[int]:
+        async with self._sessions() as session:
+            found = await session.execute(
+                select(Handoff.id)
+                .where(Handoff.status == "open", Handoff.operator_id.is_(None))
+                .order_by(Handoff.id)
+                .limit(ROUTE_BATCH)
+            )
+            return list(found.scalars())
+
+    async def _roles(self, session: AsyncSession) -> tuple[RoleBook, dict[str, list[Rostered]]]:
+        """Roles and operator groups' members, re-read at most every ``ROSTER_SECONDS`` for
+        routing (a change reaches routing within that; replies check roles afresh)."""
+        now = time.monotonic()
+        if self._roster is None or now - self._roster[2] > ROSTER_SECONDS:
+            book = await load_book(session, self._settings.roles)
+            self._roster = (book, await rosters(session, self.operators), now)
+        return self._roster[0], self._roster[1]
+
     async def _route_one(
         self, session: AsyncSession, handoff_id: int, live: dict[int, float]
     ) -> bool:
-        handoff = await session.get(Handoff, handoff_id)
-        if handoff is None or handoff.status != "open" or handoff.operator_id is not None:
-            return False
-        conversation = await session.get(Conversation, handoff.conversation_id)
-        if conversation is None:
-            return False
-        book = await load_book(session, self._settings.roles)
-        candidates = await seats(session, self.operators, book, live, conversation)
-        if candidates and await offer(session, handoff.id, candidates) is not None:
-            return True
-        if handoff.notified_at is None and self._should_notify(handoff, conversation, candidates):
-            await self._notify(
-                session, handoff, conversation, await self._who(session, conversation)
+        found = (
+            await session.execute(
+                select(
+                    Handoff.id, Handoff.created_at, Handoff.notified_at, Conversation.member_id,
+                    Conversation.inbox, Conversation.workflow,
+                )
+                .join(Conversation, Conversation.id == Handoff.conversation_id)
+                .where(
+                    Handoff.id == handoff_id,
+                    Handoff.status == "open",
+                    Handoff.operator_id.is_(None),
+                )
             )
+        ).first()  # fmt: skip
+        if found is None:
+            return False
+        book, groups = await self._roles(session)
+        candidates = await seats(session, self.operators, book, groups, live, found)
+        if candidates and await offer(session, handoff_id, candidates) is not None:
+            return True
+        if found.notified_at is None and self._should_notify(found.created_at, found, candidates):
+            handoff = await session.get(Handoff, handoff_id)
+            conversation = (
+                await session.get(Conversation, handoff.conversation_id) if handoff else None
+            )
+            if handoff is not None and conversation is not None:
+                who = await self._who(session, conversation)
+                await self._notify(session, handoff, conversation, who)
         return False
 
-    def _should_notify(self, handoff: Handoff, conversation: Conversation, live: list[Any]) -> bool:
+    def _should_notify(self, opened: datetime, conversation: Routed, live: list[Any]) -> bool:
         """Nobody live could take it: now. Someone could, but is full: after the timeout."""
         if not live:
             return True
         groups = [g for g in self.operators.groups if g.handles(conversation)]
         wait = min((g.queue_timeout_seconds for g in groups), default=0.0)
-        return self._now() - handoff.created_at >= timedelta(seconds=wait)
+        return self._now() - opened >= timedelta(seconds=wait)
 
     async def _who(self, session: AsyncSession, conversation: Conversation) -> str:
         """How a notification names the customer: their name, else their address."""
@@ -236,9 +263,14 @@ class Live:
             .execution_options(synchronize_session=False)
         )
 
+    def forget_roles(self) -> None:
+        """Roles or members changed here: routing reads them afresh next time."""
+        self._roster = None
+
     async def requeue_if_held(
         self, session: AsyncSession, conversation: Conversation, member_id: int
     ) -> None:
+        self.forget_roles()  # what routing knew of this member's role is out of date
         handoff = await _open_handoff(session, conversation.id)
         if handoff is not None and handoff.operator_id == member_id:
             await self._requeue(session, handoff)

@@ -284,6 +284,13 @@ class Handoff(Base):
             sqlite_where=text("status = 'open'"),
             postgresql_where=text("status = 'open'"),
         ),
+        # An operator's load: their open handoffs.
+        Index(
+            "ix_handoffs_operator_open",
+            "operator_id",
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -295,7 +302,7 @@ class Handoff(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Live operators: offered to (``operator_id``, ``offered_at``), then taken
     # (``taken_at``); ``notified_at`` once the notification rules ran for it.
-    operator_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     operator_group: Mapped[str | None] = mapped_column(String(64))
     offered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

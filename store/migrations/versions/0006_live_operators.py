@@ -34,7 +34,13 @@ def upgrade() -> None:
                 "closed_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
             )
         )
-        batch_op.create_index(batch_op.f("ix_handoffs_operator_id"), ["operator_id"], unique=False)
+        batch_op.create_index(
+            "ix_handoffs_operator_open",
+            ["operator_id"],
+            unique=False,
+            sqlite_where=sa.text("status = 'open'"),
+            postgresql_where=sa.text("status = 'open'"),
+        )
         batch_op.create_foreign_key(
             batch_op.f("fk_handoffs_closed_by_members"), "members", ["closed_by"], ["id"]
         )
@@ -47,7 +53,7 @@ def downgrade() -> None:
     with op.batch_alter_table("handoffs", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("fk_handoffs_operator_id_members"), type_="foreignkey")
         batch_op.drop_constraint(batch_op.f("fk_handoffs_closed_by_members"), type_="foreignkey")
-        batch_op.drop_index(batch_op.f("ix_handoffs_operator_id"))
+        batch_op.drop_index("ix_handoffs_operator_open")
         batch_op.drop_column("closed_by")
         batch_op.drop_column("notified_at")
         batch_op.drop_column("taken_at")
