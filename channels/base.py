@@ -147,6 +147,9 @@ class ChannelContext:
     submit: Callable[[InboundMessage], Awaitable[Any]] | None = None  # store one, durably
     pickup: Callable[[str, str, float], Awaitable[PickedUp | None]] | None = None
     end: Callable[[str, str, str], Awaitable[None]] | None = None  # (channel, inbox, sender)
+    # A team member answering a notification takes the handoff: (handoff id, their
+    # address) -> what to tell them.
+    take: Callable[[int, str], Awaitable[str]] | None = None
 
 
 @dataclass(frozen=True)

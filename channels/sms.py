@@ -67,6 +67,17 @@ def _raw(request: RawRequest) -> dict[str, Any]:
     return raw
 
 
+def rest_client(
+    account_sid: str, auth_token: SecretStr, base_url: str, context: ChannelContext
+) -> Client:
+    """The twilio SDK's client on the app's one HTTP session, at ``base_url``."""
+    http = AsyncTwilioHttpClient(pool_connections=False)
+    http.session = context.http  # one shared session; its lifetime is the app's
+    client = Client(account_sid, auth_token.get_secret_value(), http_client=http)
+    client.api.base_url = base_url.rstrip("/")
+    return client
+
+
 class SmsChannel:
     """Texts in and out through one Twilio account."""
 
@@ -79,12 +90,9 @@ class SmsChannel:
         self.settings = settings
         self._context = context
         self._validator = RequestValidator(settings.auth_token.get_secret_value())
-        http = AsyncTwilioHttpClient(pool_connections=False)
-        http.session = context.http  # one shared session; its lifetime is the app's
-        self._client = Client(
-            settings.account_sid, settings.auth_token.get_secret_value(), http_client=http
+        self._client = rest_client(
+            settings.account_sid, settings.auth_token, settings.api_base_url, context
         )
-        self._client.api.base_url = settings.api_base_url.rstrip("/")
 
     def verify(self, request: RawRequest) -> None:
         """Raise ``SignatureInvalid`` unless Twilio signed exactly this URL and form."""

@@ -16,6 +16,10 @@ Twilio waits on our TwiML, so a call is a conversation the webhook answers itsel
   never hears more than a few seconds of silence, and the reply is said once.
 - ``POST /channels/twilio/voice/status`` -- call status callbacks; a finished call closes
   its conversation.
+- Notifications (``escalation.notify`` with ``voice``): an outbound call through the REST
+  API with inline TwiML that says the notification and gathers one key; pressing 1 posts
+  to ``/channels/twilio/voice/notify?handoff=H`` (signed like every webhook), and the team
+  member whose number was called takes that conversation.
 
 Replies are held in the outbox for the webhook (``replies_inline``) rather than sent over
 the REST API, and taken exactly once. Phone controls from the agent become TwiML:
@@ -26,12 +30,15 @@ transcript is the conversation's messages.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import ClassVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import aiohttp
 from pydantic import ConfigDict, Field, SecretStr
+from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
@@ -45,7 +52,7 @@ from channels.base import (
     RawRequest,
     WebhookReply,
 )
-from channels.sms import E164
+from channels.sms import E164, rest_client
 from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
 from people.identities import to_e164
 
@@ -74,9 +81,18 @@ class VoiceSettings(ChannelSettings):
     )
     silence_limit: int = Field(default=2, ge=1, le=5)
     speech_timeout: str = Field(default="auto", description="Gather speechTimeout.")
+    api_base_url: str = Field(
+        default="https://api.twilio.com", description="Twilio REST base URL (SMS's by default)."
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per REST request.")
+    notify_prompt: str = "Press 1 to take the conversation."
+    notify_goodbye: str = "Nobody will be assigned. Goodbye."
 
     def replies_inline(self) -> bool:
         return True
+
+    def sends_from(self) -> str | None:
+        return self.numbers[0]  # notification calls come from here
 
 
 class VoiceChannel:
@@ -84,12 +100,17 @@ class VoiceChannel:
 
     name: ClassVar[str] = "voice"
     settings_model: ClassVar[type[ChannelSettings]] = VoiceSettings
-    paths: ClassVar[tuple[str, ...]] = (BASE, f"{BASE}/turn", f"{BASE}/pickup", f"{BASE}/status")
+    paths: ClassVar[tuple[str, ...]] = (
+        BASE, f"{BASE}/turn", f"{BASE}/pickup", f"{BASE}/status", f"{BASE}/notify",
+    )  # fmt: skip
 
     def __init__(self, settings: VoiceSettings, context: ChannelContext) -> None:
         self.settings = settings
         self._context = context
         self._validator = RequestValidator(settings.auth_token.get_secret_value())
+        self._client = rest_client(
+            settings.account_sid, settings.auth_token, settings.api_base_url, context
+        )
 
     async def handle(self, request: RawRequest) -> WebhookReply:
         signature = request.headers.get("X-Twilio-Signature", "")
@@ -100,6 +121,8 @@ class VoiceChannel:
         call_sid = form.get("CallSid", "")
         if not call_sid.startswith("CA"):
             raise ValidationFailed("CallSid is missing")
+        if request.path == f"{BASE}/notify":
+            return await self._answered_notification(request)
         inbox = to_e164(form.get("To", ""), self._context.default_region)
         try:
             caller = to_e164(form.get("From", ""), self._context.default_region)
@@ -203,9 +226,44 @@ class VoiceChannel:
         return _twiml(response)
 
     async def send(self, message: OutboundMessage) -> Delivery:
-        # Agent replies are held for the call (``replies_inline``) and never come here; an
-        # operator's reply to a call would, and there is no way to say it outside a call.
-        raise DeliveryFailed("voice replies can only be said during the call", retryable=False)
+        """A notification (context ``handoff``): an outbound call that says it and lets the
+        team member press 1 to take the conversation. Agent replies are held for the call
+        (``replies_inline``) and never come here; an operator's reply to a call would,
+        and there is no way to say it outside a call."""
+        handoff = message.context.get("handoff", "")
+        if not handoff.isdigit():
+            raise DeliveryFailed("voice replies can only be said during the call",
+                                 retryable=False)  # fmt: skip
+        response = VoiceResponse()
+        action = f"{(self._context.public_url or '').rstrip('/')}{BASE}/notify?handoff={handoff}"
+        gather = Gather(num_digits=1, timeout=8, method="POST", action=action)
+        gather.say(f"{message.text} {self.settings.notify_prompt}")
+        response.append(gather)
+        response.say(self.settings.notify_goodbye)
+        try:
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                call = await self._client.calls.create_async(
+                    to=message.to, from_=message.inbox, twiml=str(response)
+                )
+        except TwilioRestException as exc:
+            retryable = exc.status >= 500 or exc.status == 429
+            raise DeliveryFailed(f"Twilio answered {exc.status} ({exc.code}): {exc.msg}",
+                                 retryable=retryable) from exc  # fmt: skip
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise DeliveryFailed(f"Twilio did not answer: {exc!r}", retryable=True) from exc
+        return Delivery(provider_id=call.sid)
+
+    async def _answered_notification(self, request: RawRequest) -> WebhookReply:
+        """The team member's key press on a notification call: 1 takes the conversation."""
+        response = VoiceResponse()
+        query = parse_qs(urlsplit(request.url).query).get("handoff", [""])[0]
+        if request.form.get("Digits") == "1" and query.isdigit() and self._context.take:
+            member = to_e164(request.form.get("To", ""), self._context.default_region)
+            response.say(await self._context.take(int(query), member))
+        else:
+            response.say(self.settings.notify_goodbye)
+        response.hangup()
+        return _twiml(response)
 
     async def close(self) -> None:
         return None

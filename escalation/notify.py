@@ -2,33 +2,54 @@
 
 A rule (``escalation.notify``) picks handoffs by trigger, inbox and business hours (in,
 out or any), names its recipients by a role or a member filter (DESIGN §6; archived
-members are never included), and lists the channels to use (``sms``, ``email``). For each
-recipient and channel one decision is recorded (``notifications``, readable at ``GET
+members are never included), lists the channels to use at once (``sms``, ``email``,
+``voice``), and optionally a ladder of later steps (more channels after N seconds, run
+only while nobody has taken the conversation) and quiet hours. For each step, recipient
+and channel one decision is recorded (``notifications``, readable at ``GET
 /api/handoffs/{id}/notifications``):
 
-- ``sent`` -- queued in the outbox, from the workspace's first SMS number or email inbox;
+- ``sent`` -- queued in the outbox, from the workspace's first SMS number, email inbox or
+  voice number (a voice notification is a call that lets the member press 1 to take it);
 - ``suppressed`` with the reason: the workspace has no such channel, the member's own
-  preference for it is off (``notify.sms``...), or the member has no address on it.
+  preference for it is off (``notify.sms``...), the member has no address on it, or the
+  rule's quiet hours.
 
 A message is sent only where the rule's channel AND the member's preference are on. Each
-notification's outbox key names the handoff, rule, member and channel, so it is sent once.
+notification's outbox key names the handoff, rule, step, member and channel, so it is sent
+once; the decisions are unique on the same, so two processes record one.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from datetime import datetime, time
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import ValidationFailed
 from people.filters import compile_filter
 from store import outbox
-from store.models import Conversation, Handoff, Member, Notification, Outbox, utcnow
+from store.engine import insert
+from store.models import Conversation, Handoff, Member, Notification, Outbox, table_of, utcnow
 
-NotifyChannel = Literal["sms", "email"]
+NotifyChannel = Literal["sms", "email", "voice"]
 MAX_RECIPIENTS = 200
+_QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+ADDRESS = {"sms": "phone", "voice": "phone", "email": "email"}
+
+
+class LadderStep(BaseModel):
+    """A later step: more channels, if nobody has taken the conversation by then."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    after_seconds: float = Field(gt=0, le=86_400, description="After the first notification.")
+    channels: list[NotifyChannel] = Field(min_length=1)
 
 
 class NotifyRule(BaseModel):
@@ -42,6 +63,42 @@ class NotifyRule(BaseModel):
     filter: dict[str, Any] | None = Field(default=None, description="...or a member filter.")
     channels: list[NotifyChannel] = Field(default=["sms"], min_length=1)
     message: str = "Handoff: {member} on {channel} needs a person ({reason})."
+    ladder: list[LadderStep] = Field(
+        default_factory=list, description="Later steps while nobody has taken it."
+    )
+    quiet_hours: str | None = Field(
+        default=None,
+        description="HH:MM-HH:MM in the workspace's time zone (may cross midnight): this "
+        "rule notifies nobody then (each decision is recorded as suppressed).",
+    )
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None and not _QUIET.match(value):
+            raise ValueError(f"'{value}' is not a range like 22:00-07:00")
+        return value
+
+    @field_validator("ladder")
+    @classmethod
+    def _rising(cls, ladder: list[LadderStep]) -> list[LadderStep]:
+        waits = [step.after_seconds for step in ladder]
+        if waits != sorted(set(waits)):
+            raise ValueError("steps must wait longer and longer (after_seconds increasing)")
+        return ladder
+
+    def is_quiet(self, at: datetime, zone: str) -> bool:
+        if self.quiet_hours is None:
+            return False
+        start, end = (time.fromisoformat(t) for t in self.quiet_hours.split("-"))
+        now = at.astimezone(ZoneInfo(zone)).time()
+        return start <= now < end if start <= end else (now >= start or now < end)
+
+    def channels_at(self, step: int) -> list[NotifyChannel]:
+        """Step 0 is ``channels``, at once; step N is ``ladder[N-1]``."""
+        if step == 0:
+            return self.channels
+        return self.ladder[step - 1].channels if step <= len(self.ladder) else []
 
     @model_validator(mode="after")
     def _recipients(self) -> NotifyRule:
@@ -73,10 +130,20 @@ def _decide(member: Member, channel: str, senders: dict[str, str]) -> tuple[str 
         return None, f"the workspace has no {channel} channel"
     if not getattr(member, f"notify_{channel}"):
         return None, f"the member's {channel} notifications are off"
-    address = member.phone if channel == "sms" else member.email
+    address = member.phone if ADDRESS[channel] == "phone" else member.email
     if not address:
-        return None, f"the member has no {'phone' if channel == 'sms' else 'email'} address"
+        return None, f"the member has no {ADDRESS[channel]} address"
     return address, ""
+
+
+@dataclass(frozen=True)
+class Moment:
+    """When a notification step is decided, and how to read the clock then."""
+
+    at: datetime
+    zone: str
+    in_hours: bool | None
+    step: int = 0
 
 
 async def notify(
@@ -85,16 +152,17 @@ async def notify(
     handoff: Handoff,
     conversation: Conversation,
     senders: dict[str, str],
-    in_hours: bool | None,
+    moment: Moment,
     who: str,
 ) -> list[Notification]:
-    """Apply ``rules`` to a new handoff; ``senders`` maps a channel to the inbox it sends
-    from (a channel missing from it is not configured)."""
+    """Apply ``rules`` (their step ``moment.step``) to a handoff; ``senders`` maps a channel
+    to the inbox it sends from (a channel missing from it is not configured)."""
     dialect = session.get_bind().dialect.name
     decided: list[Notification] = []
     now = utcnow()
     for rule in rules:
-        if not rule.applies(handoff, conversation.inbox, in_hours):
+        channels = rule.channels_at(moment.step)
+        if not channels or not rule.applies(handoff, conversation.inbox, moment.in_hours):
             continue
         found = await session.execute(
             select(Member)
@@ -107,20 +175,31 @@ async def notify(
         for key, value in (("member", who), ("channel", conversation.channel),
                            ("reason", handoff.reason), ("inbox", conversation.inbox)):  # fmt: skip
             text = text.replace("{" + key + "}", value)
+        quiet = rule.is_quiet(moment.at, moment.zone)
         for member in found.scalars():
-            for channel in rule.channels:
-                address, why = _decide(member, channel, senders)
+            for channel in channels:
+                address, why = (None, "quiet hours") if quiet else _decide(member, channel, senders)
                 if address is not None:
                     await outbox.enqueue_many(session, [Outbox(
-                        key=f"notify:{handoff.id}:{rule.name}:{member.id}:{channel}",
+                        key=f"notify:{handoff.id}:{rule.name}:{moment.step}:{member.id}:{channel}",
                         message_id=None, channel=channel, inbox=senders[channel],
                         to_address=address, status="pending", attempts=0, next_attempt_at=now,
                         created_at=now, payload={"text": text, "author": "system",
-                                                 "name": "frontdesk"},
+                                                 "name": "frontdesk",
+                                                 "context": {"handoff": str(handoff.id)}},
                     )])  # fmt: skip
                 decided.append(Notification(
-                    handoff_id=handoff.id, rule=rule.name, member_id=member.id, channel=channel,
-                    status="sent" if address else "suppressed", reason=why, created_at=now,
+                    handoff_id=handoff.id, rule=rule.name, step=moment.step, member_id=member.id,
+                    channel=channel, status="sent" if address else "suppressed", reason=why,
+                    created_at=now,
                 ))  # fmt: skip
-    session.add_all(decided)
+    if decided:
+        table = table_of(Notification)
+        columns = [c.key for c in table.columns if c.key != "id"]
+        await session.execute(
+            insert(session, Notification).on_conflict_do_nothing(
+                index_elements=["handoff_id", "rule", "step", "member_id", "channel"]
+            ),
+            [{c: getattr(n, c) for c in columns} for n in decided],
+        )
     return decided

@@ -91,6 +91,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         submit=submit,
         pickup=lambda channel, external_id, wait: pipeline.calls.pickup(channel, external_id, wait),
         end=lambda channel, inbox, sender: pipeline.calls.end(channel, inbox, sender),
+        take=lambda handoff, phone: pipeline.live.answer_call(handoff, phone),
     )
     opened = {name: channels.load(name)(cfg, context) for name, cfg in settings.channels.items()}
     supervisor, metrics = Supervisor(), Metrics()
@@ -182,21 +183,26 @@ async def _start_workers(
 
 
 def _routing(s: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    live = s.pipeline.live
-    return [asyncio.create_task(_route(s, stop), name="routing")] if live.enabled else []
+    ladders = any(rule.ladder for rule in s.settings.escalation.notify)
+    if not (s.pipeline.live.enabled or ladders):
+        return []
+    return [asyncio.create_task(_route(s, stop), name="routing")]
 
 
 async def _route(s: Services, stop: asyncio.Event) -> None:
     """Every second: give back what operators who went offline held, offer waiting handoffs
-    to operators with room, notify for those that waited past their group's timeout."""
+    to operators with room, notify for those that waited past their group's timeout, and
+    climb the notification ladders of handoffs nobody has taken."""
     live = s.pipeline.live
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=ROUTE_SECONDS)
             return
         try:
-            await live.release_absent()
-            await live.route_queued()
+            if live.enabled:
+                await live.release_absent()
+                await live.route_queued()
+            await s.pipeline.climb()
         except Exception:
             log.exception("routing pass failed; next in %ss", ROUTE_SECONDS)
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agents.base import Author, Utterance
 from store import outbox
 from store.engine import insert_rows
-from store.models import Conversation, Inbound, Message, Outbox, utcnow
+from store.models import Conversation, Inbound, Member, Message, Outbox, utcnow
 
 NOTE = "note"  # a message's direction when it is internal: never sent, never shown to agents
 
@@ -257,3 +257,20 @@ async def say_as_operator(
     )])  # fmt: skip
     conversation.updated_at = now
     return message_id
+
+
+async def customer_name(session: AsyncSession, conversation: Conversation) -> str:
+    """How a notification names the customer: their name, else the address they wrote from."""
+    name = (
+        await session.execute(select(Member.name).where(Member.id == conversation.member_id))
+    ).scalar_one_or_none()
+    if name:
+        return name
+    last = await session.execute(
+        select(Inbound.sender)
+        .join(Message, Message.inbound_id == Inbound.id)
+        .where(Message.conversation_id == conversation.id)
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    return last.scalar_one_or_none() or f"member {conversation.member_id}"

@@ -14,9 +14,10 @@ status to ``operator`` with a conditional UPDATE; the pipeline re-reads that sta
 the transaction that writes an agent reply (locking the row on PostgreSQL) and drops the
 reply of a turn that raced a take -- the AI and a person never both answer.
 
-An operator who goes offline (left, forced, or stopped beating past the TTL) gives back
-what they held: those conversations return to the queue and to the AI. One whose role
-lost ``send`` on the inbox is refused and gives the conversation back the same way.
+An operator who leaves (or is forced offline) gives back everything they held: those
+conversations return to the queue and to the AI. One who stops beating past the TTL
+loses the offers they had not taken yet; what they took stays theirs. One whose role
+lost ``send`` on the inbox is refused and gives the conversation back.
 
 Every change is published on the ``console`` topic, so each process's consoles refresh.
 """
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from escalation import handoffs
@@ -41,6 +42,7 @@ from gateway import conversations
 from gateway.conversations import NOTE
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor
+from people import members
 from people.roles import RoleBook, load_book
 from store.engine import insert_rows
 from store.models import Conversation, Handoff, Identity, Inbound, Member, Message, utcnow
@@ -123,9 +125,9 @@ class Live:
         self.changed()
 
     async def leave(self, member_id: int) -> None:
-        """Offline now; what they held goes back to the queue right after."""
+        """Offline now; everything they held (taken too) goes back to the queue."""
         await self.presence.leave(member_id)
-        self._spawn(self.release_absent(), "release")
+        self._spawn(self._release(Handoff.operator_id == member_id), "release")
         self.changed()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -205,7 +207,7 @@ class Live:
                 await session.get(Conversation, handoff.conversation_id) if handoff else None
             )
             if handoff is not None and conversation is not None:
-                who = await self._who(session, conversation)
+                who = await conversations.customer_name(session, conversation)
                 await self._notify(session, handoff, conversation, who)
         return False
 
@@ -217,32 +219,26 @@ class Live:
         wait = min((g.queue_timeout_seconds for g in groups), default=0.0)
         return self._now() - opened >= timedelta(seconds=wait)
 
-    async def _who(self, session: AsyncSession, conversation: Conversation) -> str:
-        """How a notification names the customer: their name, else their address."""
-        member = await session.get(Member, conversation.member_id)
-        if member is not None and member.name:
-            return member.name
-        last = await session.execute(
-            select(Inbound.sender)
-            .join(Message, Message.inbound_id == Inbound.id)
-            .where(Message.conversation_id == conversation.id)
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
-        return last.scalar_one_or_none() or f"member {conversation.member_id}"
-
     async def release_absent(self) -> None:
-        """Give back what operators who are no longer live held (while presence is
-        unavailable nobody is known to have left, and nothing is taken away)."""
+        """Offers to operators who are no longer live go back to the queue (while presence
+        is unavailable nobody is known to have left, and nothing moves). A conversation
+        an operator *took* stays theirs -- they may be reconnecting, and people who take
+        conversations from Slack or a notification call are never "live" -- until they
+        hand it back, close it or leave (or an admin forces them offline)."""
         try:
             live = await self.presence.live()
         except PresenceUnavailable:
             return
+        await self._release(
+            Handoff.operator_id.not_in(list(live) or [0]), Handoff.taken_at.is_(None)
+        )
+
+    async def _release(self, *which: ColumnElement[bool]) -> None:
         async with self._sessions.begin() as session:
             held = await session.execute(
                 select(Handoff)
                 .where(Handoff.status == "open", Handoff.operator_id.is_not(None))
-                .where(Handoff.operator_id.not_in(list(live) or [0]))
+                .where(*which)
             )
             released = list(held.scalars())
             for handoff in released:
@@ -366,6 +362,26 @@ class Live:
         conversation.updated_at = utcnow()
         self.changed()
         self._spawn(self.route_queued(), "route")  # the operator has room for the next one
+
+    async def answer_call(self, handoff_id: int, phone: str) -> str:
+        """A team member pressed 1 on a notification call: they take the conversation.
+        What to say back."""
+        async with self._sessions.begin() as session:
+            member = await members.by_identity(session, "phone", phone)
+            handoff = await session.get(Handoff, handoff_id)
+            conversation = (
+                await session.get(Conversation, handoff.conversation_id) if handoff else None
+            )
+            if member is None or handoff is None or conversation is None:
+                return "That conversation is not waiting for you any more. Goodbye."
+            if handoff.status != "open":
+                return "Someone already finished that conversation. Goodbye."
+            try:
+                await self.take(session, conversation, member, await load_book(
+                    session, self._settings.roles))  # fmt: skip
+            except Refused as refused:
+                return f"Sorry, {refused.reason}. Goodbye."
+        return "The conversation is yours. Reply from the console or in Slack. Goodbye."
 
     async def slack_reply(
         self, session: AsyncSession, inbound: Inbound, conversation: Conversation, member: Member

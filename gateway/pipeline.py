@@ -489,6 +489,10 @@ class Pipeline:
             ],
         )
 
+    async def climb(self) -> None:
+        """Run the notification ladders' steps that are due."""
+        await self._team.climb(self._sessions)
+
     async def note_failure(self, keys: Sequence[str]) -> None:
         """Count a failed attempt on each key's oldest pending message; give up at the cap."""
         async with self._sessions.begin() as session:

@@ -181,8 +181,9 @@ def _validate_channels(raw: Any, errors: list[ErrorDetail]) -> dict[str, Channel
             continue
         section = dict(section or {})
         if name == "voice" and isinstance(raw.get("sms"), dict):
-            for key in ("account_sid", "auth_token"):  # a voice number shares SMS's account
-                section.setdefault(key, raw["sms"].get(key))
+            for key in ("account_sid", "auth_token", "api_base_url"):  # SMS's account
+                if key in raw["sms"]:
+                    section.setdefault(key, raw["sms"][key])
         try:
             validated[name] = cls.settings_model.model_validate(section)
         except ValidationError as exc:

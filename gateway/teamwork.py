@@ -8,20 +8,24 @@ notifications commit with the turn that opened it) and sends only through the ou
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import TurnResult
 from escalation.hours import Hours
-from escalation.notify import notify
+from escalation.notify import Moment, NotifyRule, notify
+from gateway import conversations
 from gateway.settings import Settings
 from people import members
 from people.roles import Need, allows, load_book
 from store import outbox
-from store.models import Conversation, Handoff, Inbound, Member, Outbox, utcnow
+from store.models import Conversation, Handoff, Inbound, Member, Notification, Outbox, utcnow
+
+LADDER_BATCH = 200
+LADDER_GRACE = 60.0  # seconds past a ladder's last step that it is still looked at
 
 if TYPE_CHECKING:  # the pipeline imports this module; Turn is its type
     from gateway.live import Live
@@ -67,18 +71,34 @@ class Teamwork:
         )])  # fmt: skip
 
     async def notify(
-        self, session: AsyncSession, handoff: Handoff, conversation: Conversation, who: str
+        self,
+        session: AsyncSession,
+        handoff: Handoff,
+        conversation: Conversation,
+        who: str,
+        step: int = 0,
     ) -> None:
-        """The team members the notification rules name, where they allow it -- once per
-        handoff, however many processes get here (``notified_at`` is set conditionally)."""
+        """The team members the notification rules name, where they allow it. The first
+        step runs once per handoff however many processes get here (``notified_at`` is
+        set conditionally); a ladder's later steps are decided once each (a unique index
+        on the decisions)."""
         rules = self._settings.escalation.notify
-        first = await session.execute(
-            update(Handoff)
-            .where(Handoff.id == handoff.id, Handoff.notified_at.is_(None))
-            .values(notified_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        if not rules or first.rowcount != 1:  # type: ignore[attr-defined]
+        if step == 0:
+            first = await session.execute(
+                update(Handoff)
+                .where(Handoff.id == handoff.id, Handoff.notified_at.is_(None))
+                .values(notified_at=self._now())
+                .execution_options(synchronize_session=False)
+            )
+            if first.rowcount != 1:  # type: ignore[attr-defined]
+                return
+        await self._decide(session, list(rules), handoff, conversation, who, step)
+
+    async def _decide(
+        self, session: AsyncSession, rules: list[NotifyRule], handoff: Handoff,
+        conversation: Conversation, who: str, step: int,
+    ) -> None:  # fmt: skip
+        if not rules:
             return
         senders = {
             name: address
@@ -86,10 +106,45 @@ class Teamwork:
             if (address := channel.sends_from()) is not None
         }
         hours = self._hours.for_inbox(conversation.inbox)
-        in_hours = hours.is_open(self._now()) if hours is not None else None
-        decided = await notify(session, list(rules), handoff, conversation, senders, in_hours, who)
+        now = self._now()
+        in_hours = hours.is_open(now) if hours is not None else None
+        moment = Moment(now, self._settings.workspace.timezone, in_hours, step)
+        decided = await notify(session, rules, handoff, conversation, senders, moment, who)
         if any(d.status == "sent" for d in decided):
             self._on_outbox()
+
+    async def climb(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """The later steps of the rules' ladders, for handoffs nobody has taken by then."""
+        rules = [r for r in self._settings.escalation.notify if r.ladder]
+        if not rules:
+            return
+        now = self._now()
+        longest = max(step.after_seconds for rule in rules for step in rule.ladder)
+        async with sessions.begin() as session:
+            waiting = list((await session.execute(
+                select(Handoff, Conversation)
+                .join(Conversation, Conversation.id == Handoff.conversation_id)
+                .where(Handoff.status == "open", Handoff.taken_at.is_(None),
+                       Handoff.notified_at >= now - timedelta(seconds=longest + LADDER_GRACE))
+                .order_by(Handoff.id).limit(LADDER_BATCH)
+            )).all())  # fmt: skip
+            if not waiting:
+                return
+            done = {tuple(row) for row in (await session.execute(
+                select(Notification.handoff_id, Notification.rule, Notification.step)
+                .where(Notification.handoff_id.in_([h.id for h, _ in waiting]),
+                       Notification.step > 0).distinct()
+            )).all()}  # fmt: skip
+            for handoff, conversation in waiting:
+                first = handoff.notified_at or now
+                for rule in rules:
+                    for step, rung in enumerate(rule.ladder, start=1):
+                        if (handoff.id, rule.name, step) in done:
+                            continue
+                        if now < first + timedelta(seconds=rung.after_seconds):
+                            break
+                        who = await conversations.customer_name(session, conversation)
+                        await self._decide(session, [rule], handoff, conversation, who, step)
 
     async def mirror_to_threads(self, session: AsyncSession, turns: Sequence[Turn]) -> None:
         """Customer messages in conversations with an open handoff thread in Slack go into

@@ -346,11 +346,21 @@ class Notification(Base):
     """One decision about telling a team member of a handoff: sent, or why not."""
 
     __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_handoff", "handoff_id", "id"),)
+    __table_args__ = (
+        Index("ix_notifications_handoff", "handoff_id", "id"),
+        # One decision per step of a rule's ladder, member and channel, however many
+        # processes get there.
+        Index(
+            "uq_notifications_decision",
+            "handoff_id", "rule", "step", "member_id", "channel",
+            unique=True,
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id"))
     rule: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # ladder step
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     channel: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))  # sent | suppressed

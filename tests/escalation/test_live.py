@@ -163,7 +163,7 @@ async def _has_notifications(gw: Gateway) -> bool:
     return await _notified(gw) > 0
 
 
-async def test_an_operator_who_stops_beating_goes_offline_and_gives_back_the_conversation(
+async def test_an_operator_who_stops_beating_goes_offline_and_loses_untaken_offers(
     sqlite_url: str, twilio: tuple[FakeTwilio, str]
 ) -> None:
     fake, base = twilio
@@ -171,10 +171,11 @@ async def test_an_operator_who_stops_beating_goes_offline_and_gives_back_the_con
     async with Gateway.running(settings_for(raw), fake) as gw:
         ann = await _operator(gw, "Ann")
         await ann.post("/api/operators/live")
-        await gw.sms("I want to talk to a person")
-        await _offered(gw, 1)
-        [conversation] = await gw.all(select(Conversation))
-        await ann.post(f"/api/conversations/{conversation.id}/take")
+        await gw.sms("I want to talk to a person", from_="+14155551001")
+        await gw.sms("Let me speak to a human", from_="+14155551002")
+        await _offered(gw, 2)
+        first, _ = await gw.all(select(Conversation).order_by(Conversation.id))
+        await ann.post(f"/api/conversations/{first.id}/take")
         _, beat = await ann.post("/api/operators/heartbeat")
         # ...then the laptop sleeps: no more beats.
 
@@ -182,13 +183,22 @@ async def test_an_operator_who_stops_beating_goes_offline_and_gives_back_the_con
             return await gw.count(Handoff, Handoff.operator_id.is_(None)) == 1
 
         await eventually(released, timeout=10)
-        [conversation] = await gw.all(select(Conversation))
+        taken, offered = await gw.all(select(Conversation).order_by(Conversation.id))
         _, late = await ann.post("/api/operators/heartbeat")
         _, operators = await ann.get("/api/operators")
+        status, _ = await ann.call("DELETE", "/api/operators/live")  # she leaves for good
+
+        async def all_back() -> bool:
+            return await gw.count(Handoff, Handoff.operator_id.is_(None)) == 2
+
+        await eventually(all_back)
+        [after, _] = await gw.all(select(Conversation).order_by(Conversation.id))
     assert beat == {"live": True}
-    assert conversation.status == "queued"  # back to the AI and the queue
+    assert (taken.status, offered.status) == ("operator", "queued")  # the untaken offer went
     assert late == {"live": False}  # a beat does not bring an expired operator back
     assert operators["items"] == []
+    assert status == 204
+    assert after.status == "queued"  # leaving gives back what she took too
 
 
 async def test_an_operator_whose_role_lost_send_cannot_reply_and_the_conversation_requeues(

@@ -25,10 +25,19 @@ class SentSms:
 
 
 @dataclass
+class PlacedCall:
+    to: str
+    from_: str
+    twiml: str
+    sid: str
+
+
+@dataclass
 class FakeTwilio:
     account_sid: str
     auth_token: str
     sent: list[SentSms] = field(default_factory=list)
+    calls: list[PlacedCall] = field(default_factory=list)
     requests: int = 0
     script: list[Any] = field(default_factory=list)  # int status, ("error", status, code), "hang"
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -36,7 +45,37 @@ class FakeTwilio:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Calls.json", self._call)
         return app
+
+    async def _call(self, request: web.Request) -> web.Response:
+        """Calls.json with inline TwiML (``Twiml``), as the twilio SDK sends it."""
+        if not self._authorised(request) or request.match_info["sid"] != self.account_sid:
+            return _error(401, 20003, "Authenticate")
+        form = await request.post()
+        if "Twiml" not in form and "Url" not in form:
+            return _error(400, 21205, "Url or Twiml is required")
+        call = PlacedCall(
+            to=str(form["To"]),
+            from_=str(form["From"]),
+            twiml=str(form.get("Twiml", "")),
+            sid="CA" + secrets.token_hex(16),
+        )
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+        return web.json_response({
+            "sid": call.sid, "account_sid": self.account_sid, "to": call.to, "from": call.from_,
+            "status": "queued", "direction": "outbound-api", "api_version": "2010-04-01",
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call.sid}.json",
+        }, status=201)  # fmt: skip
+
+    async def wait_calls(self, count: int, timeout: float = 10.0) -> list[PlacedCall]:
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(self.calls) >= count), timeout
+            )
+        return list(self.calls)
 
     def _authorised(self, request: web.Request) -> bool:
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()

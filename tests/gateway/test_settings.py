@@ -52,7 +52,7 @@ def test_smallest_workspace_without_env_names_each_missing_variable(
 def test_demo_config_loads_with_no_environment_at_all() -> None:
     loaded = settings.load(DEMO, env={})
     assert loaded.workspace.name == "Example Dental"
-    assert set(loaded.channels) == {"sms", "webchat"}
+    assert set(loaded.channels) == {"sms", "webchat", "email"}
     assert loaded.agents[0].knowledge
 
 

@@ -19,6 +19,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("step", sa.Integer(), server_default="0", nullable=False))
+        batch_op.create_index(
+            "uq_notifications_decision",
+            ["handoff_id", "rule", "step", "member_id", "channel"],
+            unique=True,
+        )
     with op.batch_alter_table("handoffs", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -50,6 +57,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.drop_index("uq_notifications_decision")
+        batch_op.drop_column("step")
     with op.batch_alter_table("handoffs", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("fk_handoffs_operator_id_members"), type_="foreignkey")
         batch_op.drop_constraint(batch_op.f("fk_handoffs_closed_by_members"), type_="foreignkey")
