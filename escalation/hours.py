@@ -17,11 +17,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import holidays
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from escalation.notify import NotifyRule
 from escalation.operators import OperatorSettings
@@ -223,6 +223,19 @@ class EscalationSettings(BaseModel):
     operators: OperatorSettings = Field(
         default_factory=OperatorSettings, description="The live operator mode (off by default)."
     )
+
+    @model_validator(mode="after")
+    def _groups_named(self) -> EscalationSettings:
+        known = {g.name for g in self.operators.groups}
+        for i, rule in enumerate(self.notify):
+            if rule.group is not None and rule.group not in known:
+                names = ", ".join(sorted(known)) or "none defined"
+                raise ValueError(f"notify[{i}].group: no operator group '{rule.group}' ({names})")
+        return self
+
+    def group_filters(self) -> dict[str, dict[str, Any]]:
+        """Each operator group's members as a member filter (for notification rules)."""
+        return {g.name: g.condition() for g in self.operators.groups}
 
 
 class Hours:

@@ -22,6 +22,7 @@ once; the decisions are unique on the same, so two processes record one.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any, Literal
@@ -41,6 +42,7 @@ NotifyChannel = Literal["sms", "email", "voice"]
 MAX_RECIPIENTS = 200
 _QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 ADDRESS = {"sms": "phone", "voice": "phone", "email": "email"}
+NOBODY = {"field": "kind", "op": "eq", "value": "nobody"}  # matches no member
 
 
 class LadderStep(BaseModel):
@@ -58,8 +60,10 @@ class NotifyRule(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     triggers: list[str] = Field(default_factory=list, description="Empty: every trigger.")
     inboxes: list[str] = Field(default_factory=list, description="Empty: every inbox.")
+    workflows: list[str] = Field(default_factory=list, description="Empty: any (or no) workflow.")
     hours: Literal["any", "in", "out"] = "any"
-    role: str | None = Field(default=None, description="Everyone with this role...")
+    group: str | None = Field(default=None, description="An operator group's members...")
+    role: str | None = Field(default=None, description="...or everyone with this role...")
     filter: dict[str, Any] | None = Field(default=None, description="...or a member filter.")
     channels: list[NotifyChannel] = Field(default=["sms"], min_length=1)
     message: str = "Handoff: {member} on {channel} needs a person ({reason})."
@@ -102,24 +106,29 @@ class NotifyRule(BaseModel):
 
     @model_validator(mode="after")
     def _recipients(self) -> NotifyRule:
-        if (self.role is None) == (self.filter is None):
-            raise ValueError("give exactly one of role or filter")
+        if [self.role, self.filter, self.group].count(None) != 2:
+            raise ValueError("give exactly one of group, role or filter")
         try:
-            compile_filter(self.condition(), "sqlite")
+            compile_filter(self.condition({}), "sqlite")
         except ValidationFailed as exc:
             where = "; ".join(f"{d.path}: {d.message}" for d in exc.details)
             raise ValueError(f"filter: {where or exc.message}") from None
         return self
 
-    def condition(self) -> dict[str, Any]:
+    def condition(self, groups: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+        """The recipients as a member filter (``groups``: operator group -> its filter)."""
+        if self.group is not None:
+            return dict(groups.get(self.group, NOBODY))
         if self.role is not None:
             return {"field": "role", "op": "eq", "value": self.role}
         return self.filter or {}
 
-    def applies(self, handoff: Handoff, inbox: str, in_hours: bool | None) -> bool:
+    def applies(self, handoff: Handoff, conversation: Conversation, in_hours: bool | None) -> bool:
         if self.triggers and handoff.trigger not in self.triggers:
             return False
-        if self.inboxes and inbox not in self.inboxes:
+        if self.inboxes and conversation.inbox not in self.inboxes:
+            return False
+        if self.workflows and conversation.workflow not in self.workflows:
             return False
         return self.hours == "any" or in_hours is None or (self.hours == "in") == in_hours
 
@@ -154,6 +163,7 @@ async def notify(
     senders: dict[str, str],
     moment: Moment,
     who: str,
+    groups: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[Notification]:
     """Apply ``rules`` (their step ``moment.step``) to a handoff; ``senders`` maps a channel
     to the inbox it sends from (a channel missing from it is not configured)."""
@@ -162,11 +172,11 @@ async def notify(
     now = utcnow()
     for rule in rules:
         channels = rule.channels_at(moment.step)
-        if not channels or not rule.applies(handoff, conversation.inbox, moment.in_hours):
+        if not channels or not rule.applies(handoff, conversation, moment.in_hours):
             continue
         found = await session.execute(
             select(Member)
-            .where(compile_filter(rule.condition(), dialect).condition)
+            .where(compile_filter(rule.condition(groups or {}), dialect).condition)
             .where(Member.id != conversation.member_id)
             .order_by(Member.id)
             .limit(MAX_RECIPIENTS)

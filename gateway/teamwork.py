@@ -109,7 +109,8 @@ class Teamwork:
         now = self._now()
         in_hours = hours.is_open(now) if hours is not None else None
         moment = Moment(now, self._settings.workspace.timezone, in_hours, step)
-        decided = await notify(session, rules, handoff, conversation, senders, moment, who)
+        groups = self._settings.escalation.group_filters()
+        decided = await notify(session, rules, handoff, conversation, senders, moment, who, groups)
         if any(d.status == "sent" for d in decided):
             self._on_outbox()
 

@@ -106,7 +106,7 @@ def test_a_rule_needs_one_way_to_name_recipients(sqlite_url: str) -> None:
         from_mapping(_raw(sqlite_url, "http://127.0.0.1:9", bad), env={})
     [detail] = caught.value.details
     assert detail.path == "escalation.notify[0]"
-    assert "give exactly one of role or filter" in detail.message
+    assert "give exactly one of group, role or filter" in detail.message
 
 
 async def _no_pending(gw: Gateway) -> bool:
@@ -114,3 +114,32 @@ async def _no_pending(gw: Gateway) -> bool:
 
     busy = await gw.count(Inbound, Inbound.status == "pending")
     return busy + await gw.count(Outbox, Outbox.status == "pending") == 0
+
+
+async def test_a_rule_can_name_an_operator_group_and_pick_handoffs_by_workflow(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    raw = _raw(sqlite_url, base,
+               {"name": "desk", "group": "desk", "channels": ["sms"]},
+               {"name": "billing-only", "role": "operator", "workflows": ["billing"],
+                "channels": ["sms"]})  # fmt: skip
+    raw["escalation"]["operators"] = {"groups": [
+        {"name": "desk", "members": ["ann@example.com"]}]}  # fmt: skip
+    settings = from_mapping(raw, env={})
+    async with Gateway.running(settings, fake) as gw:
+        ann, _ = await add_member(gw, "ann@example.com", kind="team", role="operator",
+                                  phone="+14155550201", token=False)  # fmt: skip
+        await add_member(gw, "bob@example.com", kind="team", role="operator",
+                         phone="+14155550202", token=False)  # fmt: skip
+        await gw.sms("Can I talk to a person?")
+        await fake.wait_sent(2)
+        decided = await gw.all(select(Notification))
+    assert [(n.rule, n.member_id) for n in decided] == [("desk", ann)]  # no billing workflow
+
+
+def test_a_rule_naming_an_unknown_group_is_a_config_error(sqlite_url: str) -> None:
+    raw = _raw(sqlite_url, "http://127.0.0.1:9", {"name": "x", "group": "nights"})
+    with pytest.raises(ConfigError) as caught:
+        from_mapping(raw, env={})
+    assert "no operator group 'nights'" in str(caught.value.details)
