@@ -150,6 +150,8 @@ class ChannelContext:
     # A team member answering a notification takes the handoff: (handoff id, their
     # address) -> what to tell them.
     take: Callable[[int, str], Awaitable[str]] | None = None
+    # A team member's command (Slack's /frontdesk): (channel, their address, text) -> answer.
+    command: Callable[[str, str, str], Awaitable[str]] | None = None
 
 
 @dataclass(frozen=True)

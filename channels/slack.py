@@ -16,6 +16,11 @@ joins are ignored.
   their own channel; the agent stops answering that conversation. A reply starting with
   ``note:`` stays internal; a reply from anyone else is not sent, and the thread says why.
 
+Slash commands arrive at ``POST /channels/slack/commands`` (same signature):
+``/frontdesk live`` makes the team member a live operator (for ``slack_live_hours``: Slack
+sends no heartbeats), ``/frontdesk leave`` ends it, ``/frontdesk status`` says where they
+stand.
+
 Outbound goes through the outbox with slack-sdk's ``AsyncWebClient`` (``base_url``
 configurable: tests use a fake Slack API), honouring 429 ``Retry-After``.
 
@@ -49,6 +54,7 @@ from channels.base import (
 from gateway.errors import DeliveryFailed, SignatureInvalid, Unauthenticated, ValidationFailed
 
 DM_INBOX = "dm"
+COMMANDS = "/channels/slack/commands"
 OK = WebhookReply("ok")
 
 
@@ -68,9 +74,11 @@ class SlackChannel:
     name: ClassVar[str] = "slack"
     settings_model: ClassVar[type[ChannelSettings]] = SlackSettings
     webhook_path: ClassVar[str] = "/channels/slack/events"
+    paths: ClassVar[tuple[str, ...]] = (COMMANDS,)
 
     def __init__(self, settings: SlackSettings, context: ChannelContext) -> None:
         self.settings = settings
+        self._context = context
         self._verifier = SignatureVerifier(settings.signing_secret.get_secret_value())
         self._client = AsyncWebClient(
             token=settings.bot_token.get_secret_value(),
@@ -117,6 +125,17 @@ class SlackChannel:
                 raw=raw, reply_context={"channel": channel},
             )  # fmt: skip
         raise Answered(OK)
+
+    async def handle(self, request: RawRequest) -> WebhookReply:
+        """A slash command (``/frontdesk live``, ``leave``, ``status``): signed like events,
+        answered at once with an ephemeral message only the sender sees."""
+        self._verify(request)
+        user = request.form.get("user_id", "").upper()
+        if not user or self._context.command is None:
+            raise ValidationFailed("user_id is missing")
+        text = await self._context.command(self.name, user, request.form.get("text", ""))
+        return WebhookReply(json.dumps({"response_type": "ephemeral", "text": text}),
+                            "application/json")  # fmt: skip
 
     def _verify(self, request: RawRequest) -> None:
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")

@@ -83,6 +83,10 @@ class OperatorSettings(BaseModel):
         description="An operator whose console stops beating for this long goes offline.",
     )  # fmt: skip
     groups: list[OperatorGroup] = Field(default_factory=list)
+    slack_live_hours: float = Field(
+        default=8, gt=0, le=24,
+        description="How long `/frontdesk live` in Slack lasts (Slack sends no heartbeats).",
+    )  # fmt: skip
 
     @field_validator("groups")
     @classmethod

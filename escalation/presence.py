@@ -35,7 +35,9 @@ class PresenceUnavailable(Exception):
 
 
 class Presence(Protocol):
-    async def go_live(self, member_id: int) -> None: ...
+    async def go_live(self, member_id: int, ttl: float | None = None) -> None:
+        """Live now, until ``ttl`` (default: the configured one) passes without a beat."""
+        ...
 
     async def beat(self, member_id: int) -> bool:
         """Extend a live operator's TTL; False when they are not live (any more)."""
@@ -55,11 +57,11 @@ class MemoryPresence:
         self._expires: dict[int, float] = {}
         self._since: dict[int, float] = {}
 
-    async def go_live(self, member_id: int) -> None:
+    async def go_live(self, member_id: int, ttl: float | None = None) -> None:
         now = self._clock()
         if self._expires.get(member_id, 0.0) <= now:
             self._since[member_id] = now
-        self._expires[member_id] = now + self._ttl
+        self._expires[member_id] = now + (ttl or self._ttl)
 
     async def beat(self, member_id: int) -> bool:
         now = self._clock()
@@ -85,12 +87,12 @@ class RedisPresence:
         self._ttl = ttl
         self._clock = clock
 
-    async def go_live(self, member_id: int) -> None:
+    async def go_live(self, member_id: int, ttl: float | None = None) -> None:
         now = self._clock()
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.zscore(EXPIRES, member_id)
-                pipe.zadd(EXPIRES, {str(member_id): now + self._ttl})
+                pipe.zadd(EXPIRES, {str(member_id): now + (ttl or self._ttl)})
                 expires, _ = await pipe.execute()
                 if expires is None or float(expires) <= now:
                     await self._client.hset(SINCE, str(member_id), now)

@@ -92,6 +92,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         pickup=lambda channel, external_id, wait: pipeline.calls.pickup(channel, external_id, wait),
         end=lambda channel, inbox, sender: pipeline.calls.end(channel, inbox, sender),
         take=lambda handoff, phone: pipeline.live.answer_call(handoff, phone),
+        command=lambda channel, address, text: pipeline.live.command(channel, address, text),
     )
     opened = {name: channels.load(name)(cfg, context) for name, cfg in settings.channels.items()}
     supervisor, metrics = Supervisor(), Metrics()

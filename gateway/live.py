@@ -43,7 +43,7 @@ from gateway.conversations import NOTE
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor
 from people import members
-from people.roles import RoleBook, load_book
+from people.roles import Need, RoleBook, allows, load_book
 from store.engine import insert_rows
 from store.models import Conversation, Handoff, Identity, Inbound, Member, Message, utcnow
 
@@ -382,6 +382,39 @@ class Live:
             except Refused as refused:
                 return f"Sorry, {refused.reason}. Goodbye."
         return "The conversation is yours. Reply from the console or in Slack. Goodbye."
+
+    async def command(self, channel: str, address: str, text: str) -> str:
+        """A team member's ``/frontdesk live | leave | status`` (from Slack): the answer."""
+        word = (text.strip().split() or ["status"])[0].lower()
+        async with self._sessions() as session:
+            member = await members.by_identity(session, channel, address)
+            book = await load_book(session, self._settings.roles)
+        if member is None or member.kind != "team" or member.archived:
+            return "You are not a team member of this workspace (no member has your Slack id)."
+        if not allows(book.get(member.role), Need(feature="operators", admin_access=True)):
+            return "Your role may not work as an operator."
+        if not self.enabled:
+            return "The live operator mode is off here (escalation.operators.enabled)."
+        try:
+            if word == "live":
+                await self.presence.go_live(member.id, ttl=self.operators.slack_live_hours * 3600)
+                self._spawn(self.route_queued(), "route")
+                self.changed()
+                return (f"You are live for {self.operators.slack_live_hours:g} hours: handoffs "
+                        "may be offered to you. Reply in a handoff's thread to take it; "
+                        "`/frontdesk leave` when you are done.")  # fmt: skip
+            if word == "leave":
+                await self.leave(member.id)
+                return "You are offline; what you held went back to the queue."
+            live = await self.presence.live()
+        except PresenceUnavailable:
+            return "Presence is unavailable right now; try again in a moment."
+        if word != "status":
+            return "Use `/frontdesk live`, `/frontdesk leave` or `/frontdesk status`."
+        async with self._sessions() as session:
+            held = (await loads(session, [member.id]))[member.id]
+        state = "live" if member.id in live else "offline"
+        return f"You are {state}, holding {held} conversation(s); {len(live)} operator(s) live."
 
     async def slack_reply(
         self, session: AsyncSession, inbound: Inbound, conversation: Conversation, member: Member

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp import ClientResponse
@@ -15,7 +16,7 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
 from gateway.settings import from_mapping
-from store.models import Conversation, Identity, Inbound
+from store.models import Conversation, Handoff, Identity, Inbound
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Gateway, add_member, eventually, make_config
@@ -149,3 +150,52 @@ async def _settled(gw: Gateway) -> bool:
 
     pending = await gw.count(Inbound, Inbound.status == "pending")
     return pending + await gw.count(Outbox, Outbox.status == "pending") == 0
+
+
+async def _command(gw: Gateway, user: str, text: str, secret: str = SECRET) -> ClientResponse:
+    data = urlencode({"command": "/frontdesk", "text": text, "user_id": user,
+                      "team_id": "T0TEAM", "trigger_id": "1.2.3"}).encode()  # fmt: skip
+    stamp = str(int(time.time()))
+    headers = {"Content-Type": "application/x-www-form-urlencoded",
+               "X-Slack-Request-Timestamp": stamp,
+               "X-Slack-Signature": SignatureVerifier(secret).generate_signature(
+                   timestamp=stamp, body=data)}  # fmt: skip
+    return await gw.client.post("/channels/slack/commands", data=data, headers=headers)
+
+
+async def test_slash_commands_take_a_team_member_live_and_offline(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], slack: tuple[FakeSlack, str]
+) -> None:
+    raw = make_config(sqlite_url, twilio_base=twilio[1])
+    raw["channels"]["slack"] = {"bot_token": TOKEN, "signing_secret": SECRET,
+                                "handoff_channel": HANDOFF, "agent": "receptionist",
+                                "api_base_url": slack[1]}  # fmt: skip
+    raw["escalation"] = {
+        "operators": {"enabled": True, "groups": [{"name": "all", "role": "operator"}]}
+    }
+    async with Gateway.running(from_mapping(raw, env={}), twilio[0]) as gw:
+        olive, _ = await add_member(gw, "olive@example.com", kind="team", role="operator",
+                                    name="Olive", token=False)  # fmt: skip
+        async with gw.services.sessions.begin() as session:
+            session.add(Identity(member_id=olive, kind="slack", address="U0OLIVE"))
+        live = await _command(gw, "U0OLIVE", "live")
+        live_body = await live.json()
+        await gw.sms("Can I talk to a person please?")
+
+        async def offered() -> bool:
+            return await gw.count(Handoff, Handoff.operator_id == olive) == 1
+
+        await eventually(offered)
+        status = await (await _command(gw, "U0OLIVE", "status")).json()
+        stranger = await (await _command(gw, "U0NOBODY", "live")).json()
+        forged = await _command(gw, "U0OLIVE", "leave", secret="wrong-secret")
+        left = await (await _command(gw, "U0OLIVE", "leave")).json()
+        on_board = await gw.services.pipeline.live.live()
+    assert live.status == 200
+    assert live_body["response_type"] == "ephemeral"
+    assert live_body["text"].startswith("You are live for 8 hours")
+    assert status["text"] == "You are live, holding 1 conversation(s); 1 operator(s) live."
+    assert stranger["text"].startswith("You are not a team member")
+    assert forged.status == 403
+    assert left["text"].startswith("You are offline")
+    assert on_board == {}
