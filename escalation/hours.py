@@ -15,16 +15,13 @@ clock, decide what "now" is.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import holidays
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from escalation.notify import NotifyRule
-from escalation.operators import OperatorSettings
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -201,57 +198,3 @@ class TriggerSettings(BaseModel):
     def matching(self, text: str) -> str | None:
         """The first keyword pattern ``text`` matches."""
         return next((p for p in self.keywords if re.search(p, text, re.IGNORECASE)), None)
-
-
-class EscalationSettings(BaseModel):
-    """``escalation:``: business hours (for the workspace and per inbox), triggers,
-    notification rules and live operators."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    triggers: TriggerSettings = TriggerSettings()
-    notify: list[NotifyRule] = Field(
-        default_factory=list, description="Whom to tell of a new handoff (escalation.notify)."
-    )
-
-    business_hours: HoursSettings | None = Field(
-        default=None, description="None: no hours message is added to a handoff."
-    )
-    inboxes: dict[str, HoursSettings] = Field(
-        default_factory=dict, description="Per inbox address: hours of their own."
-    )
-    operators: OperatorSettings = Field(
-        default_factory=OperatorSettings, description="The live operator mode (off by default)."
-    )
-
-    @model_validator(mode="after")
-    def _groups_named(self) -> EscalationSettings:
-        known = {g.name for g in self.operators.groups}
-        for i, rule in enumerate(self.notify):
-            if rule.group is not None and rule.group not in known:
-                names = ", ".join(sorted(known)) or "none defined"
-                raise ValueError(f"notify[{i}].group: no operator group '{rule.group}' ({names})")
-        return self
-
-    def group_filters(self) -> dict[str, dict[str, Any]]:
-        """Each operator group's members as a member filter (for notification rules)."""
-        return {g.name: g.condition() for g in self.operators.groups}
-
-
-class Hours:
-    """The workspace's business hours, per inbox."""
-
-    def __init__(self, settings: EscalationSettings, default_zone: str) -> None:
-        self._default = (
-            BusinessHours(settings.business_hours, default_zone)
-            if settings.business_hours
-            else None
-        )
-        self._inboxes = {k: BusinessHours(v, default_zone) for k, v in settings.inboxes.items()}
-
-    def for_inbox(self, inbox: str) -> BusinessHours | None:
-        return self._inboxes.get(inbox, self._default)
-
-    def handoff_message(self, inbox: str, at: datetime | None = None) -> str | None:
-        hours = self.for_inbox(inbox)
-        return hours.message(at or datetime.now(UTC)) if hours is not None else None

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from escalation.hours import HoursSettings
 from gateway.errors import ValidationFailed
 from people.filters import compile_filter
 from people.roles import Need, RoleBook, allows
@@ -35,6 +36,9 @@ class OperatorGroup(BaseModel):
     workflows: list[str] = Field(default=[ALL], description="Workflows handled; '*': any.")
     inboxes: list[str] = Field(default=[ALL], description="Inbox addresses handled; '*': any.")
     capacity: int = Field(default=3, ge=1, le=100, description="Conversations per operator.")
+    hours: HoursSettings | None = Field(
+        default=None, description="Business hours of its own (else the workspace's)."
+    )
     queue_timeout_seconds: float = Field(
         default=120, gt=0, le=86_400,
         description="A queued handoff nobody took by then goes to the notification rules.",

@@ -29,8 +29,9 @@ from agents.base import EscalationRequest, MemberFacts, TurnInput, TurnResult
 from agents.workflows import WorkflowState
 from channels.base import InboundMessage
 from escalation import handoffs
-from escalation.hours import Hours, TriggerSettings
+from escalation.hours import TriggerSettings
 from escalation.presence import MemoryPresence, Presence
+from escalation.settings import Hours
 from gateway import conversations
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
@@ -392,7 +393,8 @@ class Pipeline:
                     else:
                         await self._notify(session, turn, handoff)
                     # A new handoff: say when a person will be there (business hours).
-                    message = self._hours.handoff_message(turn.inbox, self._now())
+                    opened = await session.get(Conversation, turn.conversation_id)
+                    message = self._hours.handoff_message(opened, self._now()) if opened else None
                     result = (
                         replace(result, replies=(*result.replies, message)) if message else result
                     )

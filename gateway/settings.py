@@ -28,7 +28,7 @@ import channels
 from agents.settings import AgentSettings
 from agents.workflows import UseAbility, WorkflowSettings
 from channels.base import ChannelSettings
-from escalation.hours import EscalationSettings
+from escalation.settings import EscalationSettings
 from gateway.errors import ConfigError, ErrorDetail
 from people.roles import BUILTIN_ROLES, Role
 from people.settings import PeopleSettings

@@ -15,8 +15,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import TurnResult
-from escalation.hours import Hours
 from escalation.notify import Moment, NotifyRule, notify
+from escalation.settings import Hours
 from gateway import conversations
 from gateway.settings import Settings
 from people import members
@@ -105,7 +105,7 @@ class Teamwork:
             for name, channel in self._settings.channels.items()
             if (address := channel.sends_from()) is not None
         }
-        hours = self._hours.for_inbox(conversation.inbox)
+        hours = self._hours.for_conversation(conversation)
         now = self._now()
         in_hours = hours.is_open(now) if hours is not None else None
         moment = Moment(now, self._settings.workspace.timezone, in_hours, step)

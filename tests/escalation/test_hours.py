@@ -10,7 +10,7 @@ import pytest
 from escalation.hours import BusinessHours, HoursSettings
 from gateway.settings import from_mapping
 from tests.fakes.twilio_api import FakeTwilio
-from tests.helpers import Gateway, make_config
+from tests.helpers import SMS_NUMBER, Gateway, make_config
 
 NY = "America/New_York"
 SPLIT = {d: ["08:00-12:00", "13:00-18:00"] for d in ("mon", "tue", "wed", "thu", "fri")}
@@ -98,3 +98,24 @@ async def test_a_handoff_tells_the_customer_when_a_person_will_reply(
     bodies = [s.body for s in fake.sent]
     assert bodies[1] == told
     assert told not in bodies[2:]  # said when the handoff opens, not again
+
+
+async def test_an_operator_group_with_hours_of_its_own_speaks_for_its_inboxes(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    always = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    raw = make_config(sqlite_url, twilio_base=base)
+    raw["escalation"] = {
+        "business_hours": {"weekly": {}},  # the workspace: never open
+        "operators": {"groups": [
+            {"name": "elsewhere", "role": "operator", "inboxes": ["+14155550199"],
+             "hours": {"weekly": {}}},
+            {"name": "sms-desk", "role": "operator", "inboxes": [SMS_NUMBER],
+             "hours": {"weekly": always, "open_message": "The SMS desk will reply shortly."}},
+        ]},
+    }  # fmt: skip
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        await gw.sms("Can I talk to a person?")
+        await fake.wait_sent(2)
+    assert fake.sent[1].body == "The SMS desk will reply shortly."
