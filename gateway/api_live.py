@@ -24,6 +24,7 @@ from sqlalchemy import select
 from escalation.presence import PresenceUnavailable
 from gateway.api import Call, Endpoint, admin
 from gateway.api_conversations import conversation_json, may_see
+from gateway.board import board as live_board
 from gateway.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
 from gateway.http import error_response
 from gateway.live import Live, Refused
@@ -86,7 +87,7 @@ async def heartbeat(call: Call) -> dict[str, Any]:
 
 
 async def list_operators(call: Call) -> dict[str, Any]:
-    board = await _live(call).board(call.session, call.actor.member, call.roles)
+    board = await live_board(call.session, _live(call), call.actor.member, call.roles)
     return {"items": board["operators"], "next": None}
 
 
@@ -101,7 +102,7 @@ async def force_offline(call: Call) -> None:
 
 
 async def console(call: Call) -> dict[str, Any]:
-    return await _live(call).board(call.session, call.actor.member, call.roles)
+    return await live_board(call.session, _live(call), call.actor.member, call.roles)
 
 
 async def _conversation(call: Call) -> Conversation:

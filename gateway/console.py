@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.api_live import OPERATORS_USE
+from gateway.board import board
 from gateway.errors import Unauthenticated, ValidationFailed
 from gateway.state import Services, services
 from people import credentials
@@ -124,7 +125,7 @@ async def _board(s: Services, token: str) -> dict[str, Any] | None:
         book = await load_book(session, s.settings.roles)
         if not allows(book.get(member.role), OPERATORS_USE):
             return None
-        return await s.pipeline.live.board(session, member, book)
+        return await board(session, s.pipeline.live, member, book)
 
 
 async def _push(s: Services, ws: web.WebSocketResponse, token: str, changed: asyncio.Event) -> None:

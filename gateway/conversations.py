@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.base import Author, Utterance
+from gateway.settings import Settings
 from store import outbox
 from store.engine import insert_rows
 from store.models import Conversation, Inbound, Member, Message, Outbox, utcnow
+
+log = logging.getLogger(__name__)
 
 NOTE = "note"  # a message's direction when it is internal: never sent, never shown to agents
 
@@ -274,3 +279,27 @@ async def customer_name(session: AsyncSession, conversation: Conversation) -> st
         .limit(1)
     )
     return last.scalar_one_or_none() or f"member {conversation.member_id}"
+
+
+async def over_reply_cap(
+    session: AsyncSession, settings: Settings, batch: Sequence[Inbound]
+) -> set[int]:
+    """Inbound ids whose sender had the channel's ``max_auto_replies_per_hour`` already
+    (a mail loop's other side, say): those are recorded and not answered."""
+    capped: set[int] = set()
+    since = utcnow() - timedelta(hours=1)
+    for i in batch:
+        cap = settings.channel(i.channel).hourly_reply_cap()
+        if cap is None:
+            continue
+        sent = await session.execute(
+            select(func.count()).select_from(Outbox).where(
+                Outbox.channel == i.channel, Outbox.to_address == i.sender,
+                Outbox.created_at >= since, Outbox.key.like("reply:%:0"),
+            )
+        )  # fmt: skip
+        if int(sent.scalar_one()) >= cap:
+            log.warning("%s: %s had %s replies this hour; not answering", i.channel,
+                        i.sender, cap)  # fmt: skip
+            capped.add(i.id)
+    return capped

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from escalation import handoffs
@@ -45,7 +45,7 @@ from gateway.supervisor import Supervisor
 from people import members
 from people.roles import Need, RoleBook, allows, load_book
 from store.engine import insert_rows
-from store.models import Conversation, Handoff, Identity, Inbound, Member, Message, utcnow
+from store.models import Conversation, Handoff, Inbound, Member, Message, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -423,69 +423,6 @@ class Live:
             session, conversation, member, inbound.text, f"team:{inbound.id}"
         )
         return refused.reason if refused is not None else None
-
-    # -- what a console shows ---------------------------------------------------------
-
-    async def board(self, session: AsyncSession, member: Member, book: RoleBook) -> dict[str, Any]:
-        """The operator's view: who is live, the queue they may take from, their own."""
-        live = await self.live()
-        rows = await session.execute(
-            select(Handoff, Conversation, Member)
-            .join(Conversation, Conversation.id == Handoff.conversation_id)
-            .join(Member, Member.id == Conversation.member_id)
-            .where(Handoff.status == "open")
-            .where(or_(Handoff.operator_id.is_(None), Handoff.operator_id == member.id))
-            .order_by(Handoff.id)
-            .limit(ROUTE_BATCH)
-        )
-        found = [(h, c, m) for h, c, m in rows.all()]
-        latest = dict((await session.execute(
-            select(Message.conversation_id, func.max(Message.id))
-            .where(Message.conversation_id.in_([c.id for _, c, _ in found]))
-            .group_by(Message.conversation_id)
-        )).all())  # fmt: skip
-        addresses = dict((await session.execute(
-            select(Identity.member_id, Identity.address)
-            .where(Identity.member_id.in_([m.id for _, _, m in found if not m.name]))
-            .where(Identity.kind.in_(("phone", "email")))
-        )).all())  # fmt: skip
-        queue: list[dict[str, Any]] = []
-        mine: list[dict[str, Any]] = []
-        for handoff, conversation, customer in found:
-            if not may_take(book, member, conversation):
-                continue
-            item = {
-                "handoff": str(handoff.id),
-                "conversation": str(conversation.id),
-                "customer": customer.name
-                or addresses.get(customer.id)
-                or f"{conversation.channel} visitor {customer.id}",
-                "channel": conversation.channel,
-                "inbox": conversation.inbox,
-                "workflow": conversation.workflow,
-                "reason": handoff.reason,
-                "trigger": handoff.trigger,
-                "status": conversation.status,
-                "since": handoff.created_at.isoformat(),
-                "taken": handoff.taken_at is not None,
-                "last_message": str(latest.get(conversation.id, 0)),
-            }
-            (mine if handoff.operator_id == member.id else queue).append(item)
-        names = await session.execute(select(Member.id, Member.name, Member.email).where(
-            Member.id.in_(list(live))))  # fmt: skip
-        held = await loads(session, list(live))
-        operators = [
-            {"id": str(i), "name": name or email or f"member {i}", "load": held.get(i, 0)}
-            for i, name, email in names.all()
-        ]
-        return {
-            "type": "board",
-            "me": {"id": str(member.id), "name": member.name or member.email,
-                   "live": member.id in live},
-            "operators": sorted(operators, key=lambda o: o["name"]),
-            "queue": queue,
-            "mine": mine,
-        }  # fmt: skip
 
 
 async def _open_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:

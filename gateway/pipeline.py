@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import EscalationRequest, MemberFacts, TurnInput, TurnResult
@@ -291,7 +291,7 @@ class Pipeline:
         found = await session.execute(select(Member).where(Member.id.in_(set(owners.values()))))
         facts = {m.id: _facts(m) for m in found.scalars()}
         book = await load_book(session, self._settings.roles)
-        capped = await self._over_reply_cap(session, batch)
+        capped = await conversations.over_reply_cap(session, self._settings, batch)
         turns = []
         for i in batch:
             conversation = opened[keys[i.id]]
@@ -326,27 +326,6 @@ class Pipeline:
                 )
             )
         return turns
-
-    async def _over_reply_cap(self, session: AsyncSession, batch: Sequence[Inbound]) -> set[int]:
-        """Inbound ids whose sender had the channel's ``max_auto_replies_per_hour`` already
-        (a mail loop's other side, say): those are recorded and not answered."""
-        capped: set[int] = set()
-        since = utcnow() - timedelta(hours=1)
-        for i in batch:
-            cap = self._settings.channel(i.channel).hourly_reply_cap()
-            if cap is None:
-                continue
-            sent = await session.execute(
-                select(func.count()).select_from(Outbox).where(
-                    Outbox.channel == i.channel, Outbox.to_address == i.sender,
-                    Outbox.created_at >= since, Outbox.key.like("reply:%:0"),
-                )
-            )  # fmt: skip
-            if int(sent.scalar_one()) >= cap:
-                log.warning("%s: %s had %s replies this hour; not answering", i.channel,
-                            i.sender, cap)  # fmt: skip
-                capped.add(i.id)
-        return capped
 
     async def finish(self, turn: Turn, result: TurnResult | None) -> None:
         """Mark the message done and put its replies in the outbox, atomically."""
