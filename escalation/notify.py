@@ -83,6 +83,11 @@ class NotifyRule(BaseModel):
             raise ValueError(f"'{value}' is not a range like 22:00-07:00")
         return value
 
+    @field_validator("channels")
+    @classmethod
+    def _once_each(cls, channels: list[NotifyChannel]) -> list[NotifyChannel]:
+        return list(dict.fromkeys(channels))
+
     @field_validator("ladder")
     @classmethod
     def _rising(cls, ladder: list[LadderStep]) -> list[LadderStep]:

@@ -39,6 +39,10 @@ class OperatorGroup(BaseModel):
     hours: HoursSettings | None = Field(
         default=None, description="Business hours of its own (else the workspace's)."
     )
+    offer_timeout_seconds: float = Field(
+        default=60, gt=0, le=3600,
+        description="An offer not taken by then goes back to the queue.",
+    )  # fmt: skip
     queue_timeout_seconds: float = Field(
         default=120, gt=0, le=86_400,
         description="A queued handoff nobody took by then goes to the notification rules.",

@@ -38,10 +38,14 @@ class EscalationSettings(BaseModel):
     @model_validator(mode="after")
     def _groups_named(self) -> EscalationSettings:
         known = {g.name for g in self.operators.groups}
+        names = [rule.name for rule in self.notify]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"notify[{i}].name: '{name}' is used twice")
         for i, rule in enumerate(self.notify):
             if rule.group is not None and rule.group not in known:
-                names = ", ".join(sorted(known)) or "none defined"
-                raise ValueError(f"notify[{i}].group: no operator group '{rule.group}' ({names})")
+                listed = ", ".join(sorted(known)) or "none defined"
+                raise ValueError(f"notify[{i}].group: no operator group '{rule.group}' ({listed})")
         return self
 
     def group_filters(self) -> dict[str, dict[str, Any]]:

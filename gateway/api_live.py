@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from escalation.operators import may_take
 from escalation.presence import PresenceUnavailable
 from gateway.api import Call, Endpoint, admin
 from gateway.api_conversations import conversation_json, may_see
@@ -126,6 +127,7 @@ async def take(call: Call) -> web.StreamResponse | dict[str, Any]:
         )
     except Refused as refused:
         return _refusal(refused)
+    call.after_commit.append(call.services.pipeline.live.changed)  # consoles see it committed
     return conversation_json(conversation)
 
 
@@ -139,6 +141,7 @@ async def reply(call: Call) -> web.StreamResponse | dict[str, Any]:
     refused = await call.services.pipeline.live.reply(
         call.session, conversation, call.actor.member, body.text, key
     )
+    call.after_commit.append(call.services.pipeline.live.route_later)
     if refused is not None:
         return _refusal(refused)
     return {"conversation": str(conversation.id), "status": conversation.status}
@@ -150,19 +153,23 @@ async def add_note(call: Call) -> web.Response:
     message_id = await call.services.pipeline.live.note(
         call.session, conversation, call.actor.member, body.text
     )
+    call.after_commit.append(call.services.pipeline.live.changed)
     return web.json_response({"id": str(message_id)}, status=201)
 
 
 async def _finish(call: Call, close: bool) -> web.StreamResponse | None:
     conversation = await _conversation(call)
-    if not call.actor.may(Need(inbox=conversation.inbox, inbox_right="send")):
-        raise PermissionDenied(f"your role may not answer on {conversation.inbox}")
+    if not may_take(call.roles, call.actor.member, conversation):
+        raise PermissionDenied(
+            f"your role may not answer this conversation on {conversation.inbox}"
+        )
     try:
         await call.services.pipeline.live.finish(
             call.session, conversation, call.actor.member, close
         )
     except Refused as refused:
         return _refusal(refused)
+    call.after_commit.append(call.services.pipeline.live.route_later)  # room for the next one
     return None
 
 

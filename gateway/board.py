@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from escalation.operators import may_take
@@ -24,12 +24,18 @@ async def board(
         select(Handoff, Conversation, Member)
         .join(Conversation, Conversation.id == Handoff.conversation_id)
         .join(Member, Member.id == Conversation.member_id)
-        .where(Handoff.status == "open")
-        .where(or_(Handoff.operator_id.is_(None), Handoff.operator_id == member.id))
+        .where(Handoff.status == "open", Handoff.operator_id.is_(None))
         .order_by(Handoff.id)
         .limit(ROUTE_BATCH)
     )
-    found = [(h, c, m) for h, c, m in rows.all()]
+    theirs = await session.execute(  # however long the queue is
+        select(Handoff, Conversation, Member)
+        .join(Conversation, Conversation.id == Handoff.conversation_id)
+        .join(Member, Member.id == Conversation.member_id)
+        .where(Handoff.status == "open", Handoff.operator_id == member.id)
+        .order_by(Handoff.id)
+    )
+    found = [(h, c, m) for h, c, m in (*theirs.all(), *rows.all())]
     latest = dict((await session.execute(
         select(Message.conversation_id, func.max(Message.id))
         .where(Message.conversation_id.in_([c.id for _, c, _ in found]))

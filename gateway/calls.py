@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from channels.base import PickedUp
 from gateway.settings import Settings
 from people import members
-from store.models import Conversation, Inbound, Message, Outbox, table_of, utcnow
+from store.models import Conversation, Handoff, Inbound, Message, Outbox, table_of, utcnow
 
 PICKUP_POLL_SECONDS = 0.05
 
@@ -85,9 +85,17 @@ class Calls:
             member = await members.by_identity(session, kind, sender)
             if member is None:
                 return
-            await session.execute(
+            ended = await session.execute(
                 update(Conversation)
                 .where(Conversation.member_id == member.id, Conversation.channel == channel,
                        Conversation.inbox == inbox, Conversation.status != "closed")
                 .values(status="closed", updated_at=utcnow())
+                .returning(Conversation.id)
+            )  # fmt: skip
+            # Nobody can answer a call that ended: its handoff is over too.
+            await session.execute(
+                update(Handoff)
+                .where(Handoff.conversation_id.in_(list(ended.scalars())),
+                       Handoff.status == "open")
+                .values(status="closed", closed_at=utcnow())
             )  # fmt: skip

@@ -105,3 +105,10 @@ class Unavailable(FrontdeskError):
 
     code = "unavailable"
     status = 503
+
+
+class TooManyAttempts(FrontdeskError):
+    """Too many tries in too little time; wait and try again."""
+
+    code = "too_many_attempts"
+    status = 429

@@ -35,7 +35,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from escalation import handoffs
-from escalation.operators import OperatorSettings, Routed, may_take
+from escalation.operators import ALL, OperatorSettings, Routed, Seat, may_take
 from escalation.presence import Presence, PresenceUnavailable
 from escalation.routing import Rostered, loads, offer, rosters, seats
 from gateway import conversations
@@ -109,6 +109,11 @@ class Live:
             except Exception as exc:  # consoles also refresh on their own timer
                 log.warning("could not publish a console update: %r", exc)
 
+    def route_later(self) -> None:
+        """Route what waits (after the caller's transaction commits, say)."""
+        self._spawn(self.route_queued(), "route")
+        self.changed()
+
     def route_soon(self, handoff_ids: list[int]) -> None:
         """Route new handoffs (after the transaction that opened them committed)."""
         if handoff_ids:
@@ -160,13 +165,26 @@ class Live:
             self.changed()
 
     async def _waiting(self) -> list[int]:
-        async with self._sessions() as session:
-            found = await session.execute(
-                select(Handoff.id)
-                .where(Handoff.status == "open", Handoff.operator_id.is_(None))
-                .order_by(Handoff.id)
-                .limit(ROUTE_BATCH)
+        """The oldest unassigned handoffs some group could take: open conversations on
+        inboxes and workflows a group handles, on channels a person can answer live
+        (the others were notified when they opened, or by ``_notify_overdue``)."""
+        groups = self.operators.groups
+        inline = [n for n, c in self._settings.channels.items() if c.replies_inline()]
+        stmt = (
+            select(Handoff.id)
+            .join(Conversation, Conversation.id == Handoff.conversation_id)
+            .where(Handoff.status == "open", Handoff.operator_id.is_(None))
+            .where(Conversation.status != "closed", Conversation.channel.not_in(inline or [""]))
+        )
+        if not any(ALL in g.inboxes for g in groups):
+            stmt = stmt.where(Conversation.inbox.in_({i for g in groups for i in g.inboxes}))
+        if not any(ALL in g.workflows for g in groups):
+            handled = {w for g in groups for w in g.workflows}
+            stmt = stmt.where(
+                or_(Conversation.workflow.is_(None), Conversation.workflow.in_(handled))
             )
+        async with self._sessions() as session:
+            found = await session.execute(stmt.order_by(Handoff.id).limit(ROUTE_BATCH))
             return list(found.scalars())
 
     async def _roles(self, session: AsyncSession) -> tuple[RoleBook, dict[str, list[Rostered]]]:
@@ -185,7 +203,8 @@ class Live:
             await session.execute(
                 select(
                     Handoff.id, Handoff.created_at, Handoff.notified_at, Conversation.member_id,
-                    Conversation.inbox, Conversation.workflow,
+                    Conversation.inbox, Conversation.workflow, Conversation.channel,
+                    Conversation.status, Handoff.last_offered_to,
                 )
                 .join(Conversation, Conversation.id == Handoff.conversation_id)
                 .where(
@@ -197,8 +216,21 @@ class Live:
         ).first()  # fmt: skip
         if found is None:
             return False
-        book, groups = await self._roles(session)
-        candidates = await seats(session, self.operators, book, groups, live, found)
+        if found.status == "closed":  # nobody to answer any more (a call that ended, say)
+            await session.execute(
+                update(Handoff)
+                .where(Handoff.id == handoff_id, Handoff.status == "open")
+                .values(status="closed", closed_at=utcnow())
+            )
+            return False
+        candidates: list[Seat] = []
+        # A call's replies can only be said during the call: nobody can answer it live
+        # from a console, so only the notification rules apply.
+        if not self._settings.channel(found.channel).replies_inline():
+            book, groups = await self._roles(session)
+            candidates = await seats(session, self.operators, book, groups, live, found)
+            others = [c for c in candidates if c.member_id != found.last_offered_to]
+            candidates = others if any(c.free for c in others) else candidates  # rotate
         if candidates and await offer(session, handoff_id, candidates) is not None:
             return True
         if found.notified_at is None and self._should_notify(found.created_at, found, candidates):
@@ -213,25 +245,59 @@ class Live:
 
     def _should_notify(self, opened: datetime, conversation: Routed, live: list[Any]) -> bool:
         """Nobody live could take it: now. Someone could, but is full: after the timeout."""
-        if not live:
-            return True
+        return not live or self._waited(opened, conversation)
+
+    def _waited(self, opened: datetime, conversation: Routed) -> bool:
+        """Past the queue timeout of the groups that handle the conversation."""
         groups = [g for g in self.operators.groups if g.handles(conversation)]
         wait = min((g.queue_timeout_seconds for g in groups), default=0.0)
         return self._now() - opened >= timedelta(seconds=wait)
 
     async def release_absent(self) -> None:
-        """Offers to operators who are no longer live go back to the queue (while presence
-        is unavailable nobody is known to have left, and nothing moves). A conversation
-        an operator *took* stays theirs -- they may be reconnecting, and people who take
-        conversations from Slack or a notification call are never "live" -- until they
-        hand it back, close it or leave (or an admin forces them offline)."""
+        """Offers to operators who are no longer live, and offers nobody took within their
+        group's ``offer_timeout_seconds``, go back to the queue (while presence is
+        unavailable nobody is known to have left). A conversation an operator *took*
+        stays theirs -- they may be reconnecting, and people who take conversations from
+        Slack or a notification call are never "live" -- until they hand it back, close
+        it or leave (or an admin forces them offline)."""
+        now = self._now()
+        stale = [
+            (Handoff.operator_group == g.name)
+            & (Handoff.offered_at < now - timedelta(seconds=g.offer_timeout_seconds))
+            for g in self.operators.groups
+        ]
         try:
             live = await self.presence.live()
         except PresenceUnavailable:
+            absent = None
+        else:
+            absent = Handoff.operator_id.not_in(list(live) or [0])
+        gone = [c for c in (absent, *stale) if c is not None]
+        if gone:
+            await self._release(or_(*gone), Handoff.taken_at.is_(None))
+        await self._notify_overdue()
+
+    async def _notify_overdue(self) -> None:
+        """Handoffs nobody has taken past their groups' ``queue_timeout_seconds`` -- offered
+        around or waiting -- get the notification rules (once)."""
+        waits = [g.queue_timeout_seconds for g in self.operators.groups]
+        if not waits:
             return
-        await self._release(
-            Handoff.operator_id.not_in(list(live) or [0]), Handoff.taken_at.is_(None)
-        )
+        now = self._now()
+        async with self._sessions.begin() as session:
+            overdue = await session.execute(
+                select(Handoff, Conversation)
+                .join(Conversation, Conversation.id == Handoff.conversation_id)
+                .where(Handoff.status == "open", Handoff.taken_at.is_(None),
+                       Handoff.notified_at.is_(None),
+                       Handoff.created_at < now - timedelta(seconds=min(waits)))
+                .order_by(Handoff.id)
+                .limit(ROUTE_BATCH)
+            )  # fmt: skip
+            for handoff, conversation in overdue.all():
+                if self._waited(handoff.created_at, conversation):
+                    who = await conversations.customer_name(session, conversation)
+                    await self._notify(session, handoff, conversation, who)
 
     async def _release(self, *which: ColumnElement[bool]) -> None:
         async with self._sessions.begin() as session:
@@ -240,24 +306,43 @@ class Live:
                 .where(Handoff.status == "open", Handoff.operator_id.is_not(None))
                 .where(*which)
             )
-            released = list(held.scalars())
-            for handoff in released:
-                await self._requeue(session, handoff)
+            released = [h for h in held.scalars() if await self._requeue(session, h)]
         if released:
             log.info("%s handoffs returned to the queue: their operators went offline",
                      len(released))  # fmt: skip
             await self.route_queued([h.id for h in released])
             self.changed()
 
-    async def _requeue(self, session: AsyncSession, handoff: Handoff) -> None:
-        handoff.operator_id = handoff.operator_group = None
-        handoff.offered_at = handoff.taken_at = None
+    async def _requeue(self, session: AsyncSession, handoff: Handoff) -> bool:
+        """Back to the queue -- only if it is still as read (held by the same operator,
+        taken or not as it was): a take that committed meanwhile is not undone."""
+        took = handoff.taken_at
+        back = await session.execute(
+            update(Handoff)
+            .where(
+                Handoff.id == handoff.id,
+                Handoff.status == "open",
+                Handoff.operator_id == handoff.operator_id,
+                Handoff.taken_at.is_(None) if took is None else Handoff.taken_at.is_not(None),
+            )
+            .values(
+                operator_id=None,
+                operator_group=None,
+                offered_at=None,
+                taken_at=None,
+                last_offered_to=handoff.operator_id,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if back.rowcount != 1:  # type: ignore[attr-defined]
+            return False
         await session.execute(
             update(Conversation)
             .where(Conversation.id == handoff.conversation_id, Conversation.status == "operator")
             .values(status="queued", updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
+        return True
 
     def forget_roles(self) -> None:
         """Roles or members changed here: routing reads them afresh next time."""
@@ -268,9 +353,9 @@ class Live:
     ) -> None:
         self.forget_roles()  # what routing knew of this member's role is out of date
         handoff = await _open_handoff(session, conversation.id)
-        if handoff is not None and handoff.operator_id == member_id:
-            await self._requeue(session, handoff)
-            conversation.status = "queued"
+        held = handoff is not None and handoff.operator_id == member_id
+        if held and handoff is not None and await self._requeue(session, handoff):
+            await session.refresh(conversation)
             self.route_soon([handoff.id])
 
     # -- an operator's actions (inside the caller's transaction) ----------------------
@@ -350,16 +435,25 @@ class Live:
     async def finish(
         self, session: AsyncSession, conversation: Conversation, member: Member, close: bool
     ) -> None:
-        """Hand the conversation back to the AI, or close it."""
-        handoff = await _open_handoff(session, conversation.id)
-        if handoff is not None:
-            if handoff.operator_id not in (None, member.id):
-                raise Refused("another operator has this conversation")
-            handoff.status, handoff.closed_at, handoff.closed_by = "closed", utcnow(), member.id
-        elif conversation.status == "closed":
+        """Hand the conversation back to the AI, or close it (not one another operator
+        holds: the check and the change are one conditional UPDATE)."""
+        if conversation.status == "closed":
             raise Refused("the conversation is closed")
+        now = utcnow()
+        closed = await session.execute(
+            update(Handoff)
+            .where(
+                Handoff.conversation_id == conversation.id,
+                Handoff.status == "open",
+                or_(Handoff.operator_id.is_(None), Handoff.operator_id == member.id),
+            )
+            .values(status="closed", closed_at=now, closed_by=member.id)
+            .execution_options(synchronize_session=False)
+        )
+        if closed.rowcount == 0 and await _open_handoff(session, conversation.id) is not None:  # type: ignore[attr-defined]
+            raise Refused("another operator has this conversation")
         conversation.status = "closed" if close else "bot"
-        conversation.updated_at = utcnow()
+        conversation.updated_at = now
         self.changed()
         self._spawn(self.route_queued(), "route")  # the operator has room for the next one
 

@@ -209,13 +209,15 @@ class Teamwork:
             inbound.status, inbound.processed_at = "done", now
             if inbound.text.strip().lower().startswith("note:") and why is None:
                 continue  # internal: stays in Slack
+            # Refused by role: a member who lost the right to answer gives the conversation
+            # back. (A refusal inside ``_reply`` has done whatever it needed already.)
+            lost_rights = why is not None and conversation is not None and member is not None
             if why is None and conversation is not None and member is not None:
                 why = await self._reply(session, inbound, conversation, member)
             if why is not None:
                 await outbox.enqueue_many(session, [self._thread_note(inbound, thread, why, now)])
-                if self.live is not None and conversation is not None and member is not None:
-                    # A member who lost the right to answer gives the conversation back.
-                    await self.live.requeue_if_held(session, conversation, member.id)
+            if lost_rights and self.live is not None and conversation and member:
+                await self.live.requeue_if_held(session, conversation, member.id)
 
     async def _reply(
         self, session: AsyncSession, inbound: Inbound, conversation: Conversation, member: Member

@@ -66,22 +66,29 @@ def check_password(member: Member, password: str) -> bool:
 _NOBODY = _HASHER.hash("an unguessable password nobody has")
 
 
-async def sign_in(session: AsyncSession, email: str, password: str) -> Member | None:
-    """The team member with this email and password, or None. An unknown address costs the
-    same argon2 verification as a wrong password (no timing tells which); the hash runs in
-    a thread, off the event loop."""
+async def password_of(session: AsyncSession, email: str) -> tuple[int | None, str]:
+    """The team member with this email and the hash to check a password against: their
+    own, or (no such member, or no password) one nobody matches -- so the check costs
+    the same either way and timing does not tell which."""
     found = await session.execute(
-        select(Member).where(
+        select(Member.id, Member.password_hash).where(
             Member.email == email.strip().lower(),
             Member.kind == "team",
             Member.archived.is_(False),
             Member.merged_into.is_(None),
         )
     )
-    member = found.scalars().first()
-    stored = member.password_hash if member is not None and member.password_hash else _NOBODY
+    row = found.first()
+    if row is None or not row.password_hash:
+        return None, _NOBODY
+    return int(row.id), str(row.password_hash)
+
+
+async def verify_password(stored: str, password: str) -> bool:
+    """argon2 verification in a thread, off the event loop (and outside any transaction:
+    it takes tens of milliseconds)."""
     try:
         ok: bool = await asyncio.to_thread(_HASHER.verify, stored, password)
     except (VerifyMismatchError, InvalidHashError):
-        ok = False
-    return member if ok and member is not None and member.password_hash else None
+        return False
+    return ok

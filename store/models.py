@@ -305,6 +305,7 @@ class Handoff(Base):
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     operator_group: Mapped[str | None] = mapped_column(String(64))
     offered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_offered_to: Mapped[int | None] = mapped_column(Id)  # whose offer ran out last
     taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     closed_by: Mapped[int | None] = mapped_column(ForeignKey("members.id"))

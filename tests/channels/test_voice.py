@@ -18,14 +18,16 @@ from agents.base import TurnInput, TurnResult
 from agents.runtime import Runtime
 from gateway.app import runtime_for
 from gateway.settings import Settings, from_mapping
-from store.models import Conversation, Inbound, Member, Message
+from store.models import Conversation, Handoff, Inbound, Member, Message
 from tests.agents.test_llm import Scripted, _call
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import (
     ACCOUNT_SID,
     CUSTOMER,
     SMS_NUMBER,
+    Api,
     Gateway,
+    add_member,
     make_config,
     twilio_signature,
 )
@@ -248,3 +250,32 @@ async def test_phone_controls_refuse_outside_a_call(sqlite_url: str) -> None:
     )
     result = await abilities.call(context, "phone_controls", {"action": "hangup"})
     assert (result.refused, result.text) == (True, "Phone controls only work on a phone call.")
+
+
+async def test_a_call_that_asks_for_a_person_is_not_offered_to_a_console_and_ends_its_handoff(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    """A call's replies can only be said during the call: live operators are not offered
+    it (the notification rules run), and when the call ends its handoff is over."""
+    fake, base = twilio
+    raw = make_config(sqlite_url, twilio_base=base)
+    raw["channels"]["voice"] = {"numbers": [SMS_NUMBER], "agent": "receptionist"}
+    raw["escalation"] = {
+        "operators": {"enabled": True, "groups": [{"name": "all", "role": "operator"}]},
+        "notify": [{"name": "team", "role": "operator", "channels": ["sms"]}],
+    }
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, token = await add_member(gw, "ann@example.com", kind="team", role="operator",
+                                    phone="+14155550201")  # fmt: skip
+        assert (await Api(gw, token).post("/api/operators/live"))[0] == 200
+        await _post(gw, "/channels/twilio/voice", _form())
+        await _post(
+            gw, "/channels/twilio/voice/turn", _form(SpeechResult="Can I talk to a person?"), n=1
+        )
+        await fake.wait_sent(1)  # Ann is texted instead of offered the call
+        [handoff] = await gw.all(select(Handoff))
+        await _post(gw, "/channels/twilio/voice/status", _form(CallStatus="completed"))
+        [ended] = await gw.all(select(Handoff))
+    assert handoff.operator_id is None
+    assert fake.sent[0].to == "+14155550201"
+    assert ended.status == "closed"

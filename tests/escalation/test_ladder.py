@@ -66,7 +66,7 @@ async def test_a_conversation_taken_before_the_next_step_gets_no_call(
     sqlite_url: str, twilio: tuple[FakeTwilio, str]
 ) -> None:
     fake, base = twilio
-    rule = {**RULE, "ladder": [{"after_seconds": 2, "channels": ["voice"]}]}
+    rule = {**RULE, "ladder": [{"after_seconds": 4, "channels": ["voice"]}]}
     async with Gateway.running(from_mapping(_config(sqlite_url, base, rule), env={}), fake) as gw:
         sam = await _operator(gw, "Sam", ON_CALL_PHONE)
         await gw.sms("Can I talk to a person?")
@@ -77,7 +77,7 @@ async def test_a_conversation_taken_before_the_next_step_gets_no_call(
         async def past_the_step() -> bool:
             [handoff] = await gw.all(select(Handoff))
             return bool(handoff.notified_at) and datetime.now(handoff.notified_at.tzinfo) > (
-                handoff.notified_at + timedelta(seconds=3.5)
+                handoff.notified_at + timedelta(seconds=5.5)
             )
 
         await eventually(past_the_step)

@@ -167,13 +167,15 @@ async def test_an_operator_who_stops_beating_goes_offline_and_loses_untaken_offe
     sqlite_url: str, twilio: tuple[FakeTwilio, str]
 ) -> None:
     fake, base = twilio
-    raw = live_config(sqlite_url, base, heartbeat_ttl_seconds=2)
+    raw = live_config(sqlite_url, base, heartbeat_ttl_seconds=3)
     async with Gateway.running(settings_for(raw), fake) as gw:
         ann = await _operator(gw, "Ann")
         await ann.post("/api/operators/live")
         await gw.sms("I want to talk to a person", from_="+14155551001")
         await gw.sms("Let me speak to a human", from_="+14155551002")
+        await ann.post("/api/operators/heartbeat")  # her console beats while she works
         await _offered(gw, 2)
+        await ann.post("/api/operators/heartbeat")
         first, _ = await gw.all(select(Conversation).order_by(Conversation.id))
         await ann.post(f"/api/conversations/{first.id}/take")
         _, beat = await ann.post("/api/operators/heartbeat")
@@ -251,3 +253,32 @@ async def test_a_customer_or_contact_cannot_act_as_an_operator(
         [conversation] = await gw.all(select(Conversation))
     assert status == 403
     assert conversation.status == "queued"
+
+
+async def test_an_offer_nobody_takes_moves_on_and_the_rules_run_after_the_queue_timeout(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    raw = live_config(sqlite_url, base)
+    raw["escalation"]["operators"]["groups"][0].update(
+        offer_timeout_seconds=1, queue_timeout_seconds=2.5
+    )
+    async with Gateway.running(settings_for(raw), fake) as gw:
+        ann = await _operator(gw, "Ann", ON_CALL_PHONE)
+        bob = await _operator(gw, "Bob")
+        await ann.post("/api/operators/live")
+        await bob.post("/api/operators/live")
+        await gw.sms("I want to talk to a person")
+        await _offered(gw, 1)
+        [first] = await gw.all(select(Handoff))
+
+        async def moved() -> bool:
+            [handoff] = await gw.all(select(Handoff))
+            return handoff.operator_id not in (None, first.operator_id)
+
+        await eventually(moved)  # Ann let it sit: Bob is offered it
+        await eventually(lambda: _has_notifications(gw))  # still untaken: the rules run
+        [handoff] = await gw.all(select(Handoff))
+    assert handoff.taken_at is None
+    assert handoff.notified_at is not None
+    assert [s.to for s in fake.sent].count(ON_CALL_PHONE) == 1  # Ann is on call: one text

@@ -138,3 +138,34 @@ async def test_the_console_socket_refuses_a_bad_token_and_a_contact(
         frames.append(await ws.receive_json(timeout=5))
         assert (await ws.receive()).type.name in ("CLOSE", "CLOSED", "CLOSING")
     assert [f["code"] for f in frames] == ["unauthenticated", "unauthenticated"]
+
+
+async def test_repeated_wrong_passwords_are_slowed_down_and_signing_out_revokes_the_token(
+    sqlite_gateway: Gateway,
+) -> None:
+    gw = sqlite_gateway
+    ann_id, _ = await add_member(gw, "ann@example.com", kind="team", role="operator",
+                                 token=False)  # fmt: skip
+    async with gw.services.sessions.begin() as session:
+        ann = await session.get(Member, ann_id)
+        assert ann is not None
+        ann.password_hash = credentials.hash_password("correct horse battery")
+
+    async def sign_in(password: str) -> int:
+        response = await gw.client.post("/api/sessions", json={"email": "ann@example.com",
+                                                               "password": password})  # fmt: skip
+        return response.status
+
+    good = await gw.client.post(
+        "/api/sessions", json={"email": "ann@example.com", "password": "correct horse battery"}
+    )
+    token = (await good.json())["token"]
+    wrong = [await sign_in(f"guess {i}") for i in range(10)]
+    blocked = await sign_in("correct horse battery")  # even the right one, for a while
+    headers = {"Authorization": f"Bearer {token}"}
+    out = await gw.client.delete("/api/sessions", headers=headers)
+    after = await gw.client.get("/api/tokens", headers=headers)
+    assert wrong == [401] * 10
+    assert blocked == 429
+    assert out.status == 204
+    assert after.status == 401

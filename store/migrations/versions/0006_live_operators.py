@@ -19,6 +19,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Decisions become unique; earlier versions could record one twice (a channel listed
+    # twice in a rule): keep the first of each.
+    op.execute(
+        "DELETE FROM notifications WHERE id NOT IN (SELECT MIN(id) FROM notifications "
+        "GROUP BY handoff_id, rule, member_id, channel)"
+    )
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.add_column(sa.Column("step", sa.Integer(), server_default="0", nullable=False))
         batch_op.create_index(
@@ -34,6 +40,13 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("operator_group", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("offered_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column(
+                "last_offered_to",
+                sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                nullable=True,
+            )
+        )
         batch_op.add_column(sa.Column("taken_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(
@@ -67,6 +80,7 @@ def downgrade() -> None:
         batch_op.drop_column("closed_by")
         batch_op.drop_column("notified_at")
         batch_op.drop_column("taken_at")
+        batch_op.drop_column("last_offered_to")
         batch_op.drop_column("offered_at")
         batch_op.drop_column("operator_group")
         batch_op.drop_column("operator_id")
