@@ -3,6 +3,7 @@ handoff goes to the less loaded one, whose reply reaches the customer's widget."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,10 +11,11 @@ from playwright.async_api import Browser, Page, expect
 
 from gateway.settings import from_mapping
 from people import credentials
-from store.models import Member
-from tests.escalation.test_live import live_config
+from store.models import Inbound, Member
+from tests.escalation.test_live import ON_CALL_PHONE, live_config
+from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_api import FakeTwilio
-from tests.helpers import Gateway, add_member
+from tests.helpers import CUSTOMER, Gateway, add_member, eventually
 
 
 async def _sign_in(page: Page, gw: Gateway, **how: str) -> None:
@@ -169,3 +171,51 @@ async def test_repeated_wrong_passwords_are_slowed_down_and_signing_out_revokes_
     assert blocked == 429
     assert out.status == 204
     assert after.status == 401
+
+
+@pytest.mark.browser
+async def test_after_hours_sms_the_on_call_member_takes_it_in_the_console_and_replies(
+    database_url: str, twilio: tuple[FakeTwilio, str], sink: SmtpSink, browser: Browser
+) -> None:
+    """Issue 6's acceptance, through the console: after hours the AI answers with the
+    after-hours message, the on-call member (SMS on, email off) gets only a text, goes
+    live in the console, takes the conversation, replies by SMS; the AI stays silent until
+    they hand back."""
+    fake, base = twilio
+    raw = live_config(database_url, base, sink)
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, token = await add_member(gw, "sam@example.com", kind="team", role="operator",
+                                    name="Sam", phone=ON_CALL_PHONE,
+                                    notify={"sms": True, "email": False})  # fmt: skip
+        await gw.sms("Can I talk to a person?")
+        await fake.wait_sent(3)
+        console = await browser.new_page()
+        await _sign_in(console, gw, token=token)
+        await expect(console.locator("#mine li.item")).to_have_count(1)
+        await console.click("#mine li.item")
+        await console.click("#take")
+        await expect(console.locator("#take")).to_be_disabled()
+        await console.fill("#reply", "Hi, this is Sam from Example Dental.")
+        await console.press("#reply", "Enter")
+        await fake.wait_sent(4)
+        await gw.sms("What are your opening hours?")
+        await expect(console.locator("#history .msg.member")).to_have_count(2)
+
+        async def processed() -> bool:
+            return await gw.count(Inbound, Inbound.status == "done") == 2
+
+        await eventually(processed)
+        await asyncio.sleep(0.2)  # room for a wrongly queued reply to be sent
+        silent = len(fake.sent)
+        await console.click("#handback")
+        await expect(console.locator("#mine li.item")).to_have_count(0)
+        await gw.sms("What are your opening hours, please?")
+        await fake.wait_sent(5)
+        await console.close()
+    to_customer = [s.body for s in fake.sent if s.to == CUSTOMER]
+    assert to_customer[1] == "We're closed right now; a person will reply as soon as we can."
+    assert [s.to for s in fake.sent].count(ON_CALL_PHONE) == 1
+    assert not sink.messages  # Sam's email notifications are off
+    assert to_customer[2] == "Hi, this is Sam from Example Dental."
+    assert silent == 4  # the customer's question while Sam had it got no AI answer
+    assert "8am" in to_customer[3]
