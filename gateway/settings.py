@@ -30,6 +30,7 @@ from agents.workflows import UseAbility, WorkflowSettings
 from channels.base import ChannelSettings
 from escalation.settings import EscalationSettings
 from gateway.errors import ConfigError, ErrorDetail
+from people.qualifications import QualificationSettings
 from people.roles import BUILTIN_ROLES, Role
 from people.settings import PeopleSettings
 from store.settings import StorageSettings
@@ -108,6 +109,7 @@ class Settings(BaseModel):
     workflows: tuple[WorkflowSettings, ...] = ()
     escalation: EscalationSettings = EscalationSettings()
     people: PeopleSettings = PeopleSettings()
+    qualifications: tuple[QualificationSettings, ...] = ()
     roles: dict[str, Role] = Field(
         default_factory=dict, description="Roles by name; these replace built-ins of that name."
     )
@@ -212,6 +214,24 @@ def _cross_check(settings: Settings) -> list[ErrorDetail]:
                 f"agent '{agent_name}' is not deployed to {name} (its channels: {listed})",
             ))  # fmt: skip
     errors.extend(_check_workflows(settings, agents, known))
+    errors.extend(_check_qualifications(settings))
+    return errors
+
+
+def _check_qualifications(settings: Settings) -> list[ErrorDetail]:
+    errors = []
+    workflows = {w.name for w in settings.workflows}
+    names = [q.name for q in settings.qualifications]
+    for i, qualification in enumerate(settings.qualifications):
+        where = f"qualifications[{i}]"
+        if names.index(qualification.name) != i:
+            errors.append(ErrorDetail(f"{where}.name", f"duplicate qualification "
+                                                       f"'{qualification.name}'"))  # fmt: skip
+        for j, workflow in enumerate(qualification.workflows):
+            if workflow not in workflows:
+                listed = ", ".join(sorted(workflows)) or "none defined"
+                why = f"no workflow named '{workflow}' ({listed})"
+                errors.append(ErrorDetail(f"{where}.workflows[{j}]", why))
     return errors
 
 

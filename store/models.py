@@ -367,3 +367,52 @@ class Notification(Base):
     status: Mapped[str] = mapped_column(String(16))  # sent | suppressed
     reason: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class QualificationProgress(Base):
+    """Where a member stands with one qualification (``people.qualifications``)."""
+
+    __tablename__ = "qualification_progress"
+    __table_args__ = (
+        UniqueConstraint("member_id", "qualification", name="uq_qualification_progress_member"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    qualification: Mapped[str] = mapped_column(String(64))
+    # enrolled | submitted | provisional | qualified | failed | revoked
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_submitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class QualificationSubmission(Base):
+    """One attempt's answers and how each requirement graded."""
+
+    __tablename__ = "qualification_submissions"
+    __table_args__ = (Index("ix_qualification_submissions_progress", "progress_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    progress_id: Mapped[int] = mapped_column(ForeignKey("qualification_progress.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    answers: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    results: Mapped[list[Any]] = mapped_column(Json, default=list)
+    passed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class QualificationEvent(Base):
+    """A transition: from which status to which, who did it (None: the grader), why."""
+
+    __tablename__ = "qualification_events"
+    __table_args__ = (Index("ix_qualification_events_progress", "progress_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    progress_id: Mapped[int] = mapped_column(ForeignKey("qualification_progress.id"))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

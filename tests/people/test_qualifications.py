@@ -1,0 +1,230 @@
+"""Qualifications (first part: knowledge questions): formulas and the fallback grader,
+the lifecycle with auto-advance and admin review, re-attempt rules, CEL safety, and the
+YAML errors that name where."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from people import cel
+from people.qualifications import (
+    QualificationError,
+    QualificationSettings,
+    enroll,
+    history,
+    review,
+    revoke,
+    submit,
+)
+from store.models import Member, utcnow
+from tests.helpers import Gateway, add_member
+
+BILLING: dict[str, Any] = {
+    "name": "billing-support",
+    "workflows": ["billing"],
+    "max_attempts": 2,
+    "cooldown_hours": 1,
+    "requirements": [
+        {"id": "double-charge", "prompt": "A customer was charged twice. What do you do?",
+         "criteria": [
+             {"formula": 'answer.matches("(?i)refund") && metrics.words >= 5'},
+             {"rubric": "Apologises, checks the charges and refunds the duplicate.",
+              "reference": "Apologise, check both charges on the account and refund the "
+                           "duplicate charge."},
+         ]},
+        {"id": "card-change", "prompt": "Which page updates a card?",
+         "choices": ["billing settings", "profile", "support"],
+         "criteria": [{"formula": "answer == choices[0]"}]},
+    ],
+}  # fmt: skip
+GOOD = {
+    "double-charge": "I apologise, check both charges on the account and refund the duplicate.",
+    "card-change": "billing settings",
+}
+
+
+@pytest.fixture
+async def runner() -> AsyncIterator[cel.CelRunner]:
+    made = cel.CelRunner(deadline=1.0)
+    yield made
+    await made.close()
+
+
+async def _member(gw: Gateway, email: str = "ann@example.com") -> Member:
+    member_id, _ = await add_member(gw, email, kind="team", role="operator", name="Ann",
+                                    token=False)  # fmt: skip
+    async with gw.services.sessions() as session:
+        member = await session.get(Member, member_id)
+        assert member is not None
+        return member
+
+
+async def test_passing_answers_go_provisional_then_review_qualifies_with_every_step_recorded(
+    gateway: Gateway, runner: cel.CelRunner
+) -> None:
+    qualification = QualificationSettings.model_validate(BILLING)
+    ann = await _member(gateway)
+    _, _admin_token = await add_member(gateway, "boss@example.com", kind="team", role="admin")
+    async with gateway.services.sessions.begin() as session:
+        progress = await enroll(session, ann, qualification, actor=None)
+        submission = await submit(session, qualification, progress, ann, GOOD, runner)
+        provisional = progress.status
+        await review(session, progress, actor=ann.id, approve=True, note="good answers")
+        steps = [(e.from_status, e.to_status, e.reason) for e in await history(session, progress)]
+    assert provisional == "provisional"
+    assert progress.status == "qualified"
+    assert submission.passed
+    [charge, card] = submission.results
+    assert [c["kind"] for c in charge["criteria"]] == ["formula", "ai-fallback"]
+    assert "fallback grader" in charge["criteria"][1]["rationale"]
+    assert charge["criteria"][1]["score"] >= 0.35
+    assert card["passed"]
+    assert steps == [
+        (None, "enrolled", "enrolled"),
+        ("enrolled", "submitted", "answers submitted"),
+        ("submitted", "provisional", "every requirement passed"),
+        ("provisional", "qualified", "good answers"),
+    ]
+
+
+async def test_without_admin_review_passing_qualifies_at_once(
+    sqlite_gateway: Gateway, runner: cel.CelRunner
+) -> None:
+    qualification = QualificationSettings.model_validate({**BILLING, "admin_review": False})
+    ann = await _member(sqlite_gateway)
+    async with sqlite_gateway.services.sessions.begin() as session:
+        progress = await enroll(session, ann, qualification, actor=None)
+        await submit(session, qualification, progress, ann, GOOD, runner)
+    assert progress.status == "qualified"
+
+
+async def test_a_failed_attempt_says_why_and_waits_out_the_cooldown_and_the_attempt_cap(
+    sqlite_gateway: Gateway, runner: cel.CelRunner
+) -> None:
+    qualification = QualificationSettings.model_validate(BILLING)
+    ann = await _member(sqlite_gateway)
+    bad = {"double-charge": "Tell them to call the bank.", "card-change": "profile"}
+    now = utcnow()
+    async with sqlite_gateway.services.sessions.begin() as session:
+        progress = await enroll(session, ann, qualification, actor=None, now=now)
+        first = await submit(session, qualification, progress, ann, bad, runner, now=now)
+        with pytest.raises(QualificationError, match="try again after"):
+            await enroll(session, ann, qualification, actor=None, now=now)
+        later = now + timedelta(hours=1, minutes=1)
+        await enroll(session, ann, qualification, actor=None, now=later)
+        await submit(session, qualification, progress, ann, bad, runner, now=later)
+        with pytest.raises(QualificationError, match="no attempts left"):
+            await enroll(session, ann, qualification, actor=None, now=later + timedelta(days=1))
+        steps = [e.reason for e in await history(session, progress)]
+    [charge, card] = first.results
+    assert not first.passed
+    assert charge["criteria"][0] == {
+        "kind": "formula",
+        "passed": False,
+        "score": 0.0,
+        "rationale": "the formula does not hold",
+        "error": None,
+    }
+    assert charge["criteria"][1]["score"] < 0.35
+    assert not card["passed"]
+    assert "not passed: double-charge, card-change" in steps
+    assert (progress.status, progress.attempts) == ("failed", 2)
+
+
+async def test_review_can_send_a_member_back_and_revoking_needs_something_to_revoke(
+    sqlite_gateway: Gateway, runner: cel.CelRunner
+) -> None:
+    qualification = QualificationSettings.model_validate(BILLING)
+    ann = await _member(sqlite_gateway)
+    async with sqlite_gateway.services.sessions.begin() as session:
+        progress = await enroll(session, ann, qualification, actor=None)
+        with pytest.raises(QualificationError, match="nothing to revoke"):
+            await revoke(session, progress, actor=ann.id, reason="x")
+        with pytest.raises(QualificationError, match="no answer for card-change"):
+            await submit(session, qualification, progress, ann, {"double-charge": "x"}, runner)
+        await submit(session, qualification, progress, ann, GOOD, runner)
+        with pytest.raises(QualificationError, match="needs a note"):
+            await review(session, progress, actor=ann.id, approve=False, note=" ")
+        await review(session, progress, actor=ann.id, approve=False, note="answer in own words")
+        back = progress.status
+        await submit(session, qualification, progress, ann, GOOD, runner)
+        await review(session, progress, actor=ann.id, approve=True, note="ok")
+        await revoke(session, progress, actor=ann.id, reason="complaints")
+    assert back == "enrolled"
+    assert progress.status == "revoked"
+
+
+async def test_a_runaway_or_failing_formula_is_an_error_on_its_criterion_not_a_crash(
+    sqlite_gateway: Gateway, runner: cel.CelRunner
+) -> None:
+    numbers = "[" + ",".join(str(i) for i in range(60)) + "]"
+    runaway = f"{numbers}.map(a, {numbers}.map(b, {numbers}.map(c, a * b * c))).size() > 0"
+    qualification = QualificationSettings.model_validate({
+        "name": "cel-edge", "admin_review": False,
+        "requirements": [
+            {"id": "slow", "prompt": "?", "criteria": [{"formula": runaway}]},
+            {"id": "zero", "prompt": "?", "criteria": [{"formula": "1 / (metrics.turns - 1) > 0"}]},
+            {"id": "missing", "prompt": "?", "criteria": [{"formula": 'member.nickname == "x"'}]},
+        ],
+    })  # fmt: skip
+    ann = await _member(sqlite_gateway)
+    answers = {"slow": "a", "zero": "b", "missing": "c"}
+    async with sqlite_gateway.services.sessions.begin() as session:
+        progress = await enroll(session, ann, qualification, actor=None)
+        submission = await submit(session, qualification, progress, ann, answers, runner)
+    errors = {r["requirement"]: r["criteria"][0]["error"] for r in submission.results}
+    assert progress.status == "failed"
+    assert all(errors.values()), errors
+    assert all(len(e) <= 300 for e in errors.values())
+    assert "longer than" in errors["slow"] or "memory" in errors["slow"]
+
+
+@pytest.mark.parametrize(
+    ("criterion", "says"),
+    [
+        ({"formula": 'answer.contains("x") &&'}, "line 1, column"),
+        ({"formula": "salary > 10"}, "unknown name salary"),
+        ({"formula": "[1].map(a, [1].map(b, [1].map(c, [1].map(d, 1))))"}, "more than 3 of map"),
+        ({"rubric": "Be nice."}, "needs a reference answer"),
+        ({"formula": "true", "rubric": "x", "reference": "y"}, "exactly one of formula or rubric"),
+    ],
+)
+def test_bad_criteria_are_refused_when_loaded_and_say_where(
+    criterion: dict[str, Any], says: str
+) -> None:
+    raw = {**BILLING, "requirements": [{"id": "q", "prompt": "?", "criteria": [criterion]}]}
+    with pytest.raises(ValidationError) as caught:
+        QualificationSettings.model_validate(raw)
+    [error] = caught.value.errors()
+    assert error["loc"][:3] == ("requirements", 0, "criteria")
+    assert says in str(error["msg"])
+
+
+def test_a_workspace_yaml_with_a_bad_qualification_names_each_path(sqlite_url: str) -> None:
+    from gateway.errors import ConfigError
+    from gateway.settings import from_mapping
+    from tests.helpers import make_config
+
+    raw = make_config(sqlite_url)
+    raw["qualifications"] = [
+        {**BILLING, "workflows": ["billing"]},
+        {"name": "billing-support", "requirements": [
+            {"id": "q", "prompt": "?", "criteria": [{"formula": "answer.size( > 2"}]}]},
+    ]  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        from_mapping(raw, env={})
+    paths = {d.path: d.message for d in caught.value.details}
+    assert "line 1, column 14" in paths["qualifications[1].requirements[0].criteria[0].formula"]
+    raw["qualifications"] = [BILLING, BILLING]
+    with pytest.raises(ConfigError) as caught:
+        from_mapping(raw, env={})
+    assert {d.path: d.message for d in caught.value.details} == {
+        "qualifications[0].workflows[0]": "no workflow named 'billing' (none defined)",
+        "qualifications[1].name": "duplicate qualification 'billing-support'",
+        "qualifications[1].workflows[0]": "no workflow named 'billing' (none defined)",
+    }
