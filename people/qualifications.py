@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agents._similarity import SimilarityIndex
 from people import cel
 from store.models import (
+    Label,
     Member,
     QualificationEvent,
     QualificationProgress,
@@ -338,7 +339,5 @@ async def history(
 
 
 async def _labels(session: AsyncSession, member_id: int) -> list[str]:
-    from store.models import Label
-
     found = await session.execute(select(Label.label).where(Label.member_id == member_id))
     return sorted(found.scalars())
