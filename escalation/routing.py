@@ -79,11 +79,14 @@ async def seats(
     groups: Mapping[str, list[Rostered]],
     live: Mapping[int, float],
     conversation: Routed,
+    qualified: Mapping[str, set[int]] | None = None,
 ) -> list[Seat]:
     """The live operators who may take ``conversation``, one seat each (their first group
-    that handles it), with their load (one query)."""
+    that handles it), with their load (one query). ``qualified``: for each workflow that
+    requires a qualification, who holds one (people.qualifications)."""
     if not live:
         return []
+    required = (qualified or {}).get(conversation.workflow or "")
     chosen: dict[int, tuple[str, int]] = {}
     decided: dict[tuple[str, str, bool], bool] = {}  # a role decides it, once per call
     for group in settings.groups:
@@ -92,6 +95,8 @@ async def seats(
         for member in groups.get(group.name, ()):
             if member.id not in live or member.id in chosen or member.id == conversation.member_id:
                 continue
+            if required is not None and member.id not in required:
+                continue  # not qualified for this workflow
             key = (member.role, member.kind, member.archived)
             if key not in decided:
                 decided[key] = may_take(book, member, conversation)

@@ -43,6 +43,7 @@ from gateway.conversations import NOTE
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor
 from people import members
+from people.qualifications import qualified_by_workflow
 from people.roles import Need, RoleBook, allows, load_book
 from store.engine import insert_rows
 from store.models import Conversation, Handoff, Inbound, Member, Message, utcnow
@@ -55,6 +56,16 @@ ROSTER_SECONDS = 1.0
 
 Notify = Callable[[AsyncSession, Handoff, Conversation, str], Awaitable[None]]
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Roster:
+    """What routing reads of people, kept for ``ROSTER_SECONDS``."""
+
+    book: RoleBook
+    groups: dict[str, list[Rostered]]
+    qualified: dict[str, set[int]]  # workflow -> qualified members, where one is required
+    read_at: float
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,7 @@ class Live:
         self._notify = notify
         self._on_outbox = on_outbox
         self._now = now
-        self._roster: tuple[RoleBook, dict[str, list[Rostered]], float] | None = None
+        self._roster: Roster | None = None
         self._publish: Publish | None = None
         self._supervisor: Supervisor | None = None
 
@@ -187,14 +198,19 @@ class Live:
             found = await session.execute(stmt.order_by(Handoff.id).limit(ROUTE_BATCH))
             return list(found.scalars())
 
-    async def _roles(self, session: AsyncSession) -> tuple[RoleBook, dict[str, list[Rostered]]]:
-        """Roles and operator groups' members, re-read at most every ``ROSTER_SECONDS`` for
-        routing (a change reaches routing within that; replies check roles afresh)."""
+    async def _roles(self, session: AsyncSession) -> Roster:
+        """Roles, operator groups' members and who is qualified for which workflow, re-read
+        at most every ``ROSTER_SECONDS`` for routing (a change reaches routing within that;
+        replies check roles afresh)."""
         now = time.monotonic()
-        if self._roster is None or now - self._roster[2] > ROSTER_SECONDS:
-            book = await load_book(session, self._settings.roles)
-            self._roster = (book, await rosters(session, self.operators), now)
-        return self._roster[0], self._roster[1]
+        if self._roster is None or now - self._roster.read_at > ROSTER_SECONDS:
+            self._roster = Roster(
+                await load_book(session, self._settings.roles),
+                await rosters(session, self.operators),
+                await qualified_by_workflow(session, self._settings.qualifications),
+                now,
+            )
+        return self._roster
 
     async def _route_one(
         self, session: AsyncSession, handoff_id: int, live: dict[int, float]
@@ -227,8 +243,9 @@ class Live:
         # A call's replies can only be said during the call: nobody can answer it live
         # from a console, so only the notification rules apply.
         if not self._settings.channel(found.channel).replies_inline():
-            book, groups = await self._roles(session)
-            candidates = await seats(session, self.operators, book, groups, live, found)
+            roster = await self._roles(session)
+            candidates = await seats(session, self.operators, roster.book, roster.groups, live,
+                                     found, roster.qualified)  # fmt: skip
             others = [c for c in candidates if c.member_id != found.last_offered_to]
             candidates = others if any(c.free for c in others) else candidates  # rotate
         if candidates and await offer(session, handoff_id, candidates) is not None:

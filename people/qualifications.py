@@ -341,3 +341,26 @@ async def history(
 async def _labels(session: AsyncSession, member_id: int) -> list[str]:
     found = await session.execute(select(Label.label).where(Label.member_id == member_id))
     return sorted(found.scalars())
+
+
+async def qualified_by_workflow(
+    session: AsyncSession, qualifications: Sequence[QualificationSettings]
+) -> dict[str, set[int]]:
+    """For each workflow some qualification unlocks: the members qualified for it (by any
+    of those qualifications). A workflow missing from the result requires none."""
+    if not qualifications:
+        return {}
+    found = await session.execute(
+        select(QualificationProgress.qualification, QualificationProgress.member_id).where(
+            QualificationProgress.status == "qualified",
+            QualificationProgress.qualification.in_([q.name for q in qualifications]),
+        )
+    )
+    holders: dict[str, set[int]] = {}
+    for name, member_id in found.all():
+        holders.setdefault(name, set()).add(int(member_id))
+    unlocked: dict[str, set[int]] = {}
+    for qualification in qualifications:
+        for workflow in qualification.workflows:
+            unlocked.setdefault(workflow, set()).update(holders.get(qualification.name, set()))
+    return unlocked

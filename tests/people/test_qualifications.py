@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from gateway.settings import from_mapping
 from people import cel
 from people.qualifications import (
     QualificationError,
@@ -21,7 +22,9 @@ from people.qualifications import (
     revoke,
     submit,
 )
-from store.models import Member, utcnow
+from store.models import Conversation, Handoff, Member, utcnow
+from tests.escalation.test_live import live_config
+from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Gateway, add_member
 
 BILLING: dict[str, Any] = {
@@ -228,3 +231,51 @@ def test_a_workspace_yaml_with_a_bad_qualification_names_each_path(sqlite_url: s
         "qualifications[1].name": "duplicate qualification 'billing-support'",
         "qualifications[1].workflows[0]": "no workflow named 'billing' (none defined)",
     }
+
+
+async def test_routing_offers_a_workflow_s_conversations_only_to_qualified_operators(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], runner: cel.CelRunner
+) -> None:
+    fake, base = twilio
+    raw = live_config(sqlite_url, base)
+    raw["workflows"] = [{"name": "billing", "steps": [{"say": "Let me look at your bill."}]}]
+    raw["qualifications"] = [BILLING]
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        live = gw.services.pipeline.live
+        bob = await _member(gw, "bob@example.com")
+        ann = await _member(gw, "ann@example.com")
+        customer, _ = await add_member(gw, "customer@example.org", token=False)
+        await live.presence.go_live(bob.id)  # Bob first: he would win any tie
+        await live.presence.go_live(ann.id)
+
+        async def handoff(workflow: str | None) -> int:
+            async with gw.services.sessions.begin() as session:
+                conversation = Conversation(member_id=customer, channel="sms", status="queued",
+                                            inbox=f"+1415555{workflow or 'none'}",
+                                            workflow=workflow, data={})  # fmt: skip
+                session.add(conversation)
+                await session.flush()
+                opened = Handoff(conversation_id=conversation.id, reason="t", trigger="t")
+                session.add(opened)
+                await session.flush()
+                return opened.id
+
+        async def offered_to(handoff_id: int) -> int | None:
+            await live.route_queued([handoff_id])
+            async with gw.services.sessions() as session:
+                found = await session.get(Handoff, handoff_id)
+                assert found is not None
+                return found.operator_id
+
+        before = await offered_to(await handoff("billing"))
+        qualification = QualificationSettings.model_validate(BILLING)
+        async with gw.services.sessions.begin() as session:
+            progress = await enroll(session, ann, qualification, actor=None)
+            await submit(session, qualification, progress, ann, GOOD, runner)
+            await review(session, progress, actor=bob.id, approve=True, note="ok")
+        live.forget_roles()
+        after = await offered_to(await handoff("billing"))
+        other = await offered_to(await handoff(None))
+    assert before is None  # nobody qualified: not offered (the rules notify instead)
+    assert after == ann.id
+    assert other == bob.id  # no qualification needed: the usual least-loaded choice
