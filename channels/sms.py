@@ -67,6 +67,16 @@ def _raw(request: RawRequest) -> dict[str, Any]:
     return raw
 
 
+def verify_twilio(validator: RequestValidator, request: RawRequest) -> None:
+    """Raise ``SignatureInvalid`` unless Twilio signed exactly this URL and form."""
+    # SECURITY: the signature covers the public URL (query included) and every form field;
+    # a missing header, another URL or another body all fail here, before anything is
+    # stored.
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not validator.validate(request.url, request.form, signature):
+        raise SignatureInvalid("X-Twilio-Signature does not match this request")
+
+
 def rest_client(
     account_sid: str, auth_token: SecretStr, base_url: str, context: ChannelContext
 ) -> Client:
@@ -95,12 +105,7 @@ class SmsChannel:
         )
 
     def verify(self, request: RawRequest) -> None:
-        """Raise ``SignatureInvalid`` unless Twilio signed exactly this URL and form."""
-        # SECURITY: the signature covers the public URL and every form field; a missing
-        # header, another URL or another body all fail here, before anything is stored.
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if not signature or not self._validator.validate(request.url, request.form, signature):
-            raise SignatureInvalid("X-Twilio-Signature does not match this request")
+        verify_twilio(self._validator, request)
 
     async def parse(self, request: RawRequest) -> InboundMessage:
         self.verify(request)

@@ -52,8 +52,8 @@ from channels.base import (
     RawRequest,
     WebhookReply,
 )
-from channels.sms import E164, rest_client
-from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
+from channels.sms import E164, rest_client, verify_twilio
+from gateway.errors import DeliveryFailed, ValidationFailed
 from people.identities import to_e164
 
 BASE = "/channels/twilio/voice"
@@ -113,10 +113,7 @@ class VoiceChannel:
         )
 
     async def handle(self, request: RawRequest) -> WebhookReply:
-        signature = request.headers.get("X-Twilio-Signature", "")
-        # SECURITY: Twilio signs the URL (query included) and every form field.
-        if not signature or not self._validator.validate(request.url, request.form, signature):
-            raise SignatureInvalid("X-Twilio-Signature does not match this request")
+        verify_twilio(self._validator, request)
         form = request.form
         call_sid = form.get("CallSid", "")
         if not call_sid.startswith("CA"):

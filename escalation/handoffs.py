@@ -15,18 +15,20 @@ from store.models import Conversation, Handoff
 log = logging.getLogger(__name__)
 
 
+async def open_for(session: AsyncSession, conversation_id: int) -> Handoff | None:
+    """The conversation's open handoff, if any."""
+    found = await session.execute(
+        select(Handoff).where(Handoff.conversation_id == conversation_id, Handoff.status == "open")
+    )
+    return found.scalar_one_or_none()
+
+
 async def request(
     session: AsyncSession, conversation: Conversation, reason: str, trigger: str
 ) -> tuple[Handoff, bool]:
     """Open a handoff for ``conversation`` (or return the one already open); whether it
     is new."""
-    existing = (
-        await session.execute(
-            select(Handoff).where(
-                Handoff.conversation_id == conversation.id, Handoff.status == "open"
-            )
-        )
-    ).scalar_one_or_none()
+    existing = await open_for(session, conversation.id)
     if existing is not None:
         return existing, False
     handoff = Handoff(conversation_id=conversation.id, reason=reason, trigger=trigger)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from escalation.hours import HoursSettings
-from gateway.errors import ValidationFailed
+from gateway.errors import ValidationFailed, repeats
 from people.filters import compile_filter
 from people.roles import Need, RoleBook, allows
 
@@ -99,14 +99,9 @@ class OperatorSettings(BaseModel):
     @field_validator("groups")
     @classmethod
     def _unique(cls, groups: list[OperatorGroup]) -> list[OperatorGroup]:
-        names = [g.name for g in groups]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ValueError(f"[{i}].name: '{name}' is used twice")
+        for i in repeats([g.name for g in groups]):
+            raise ValueError(f"[{i}].name: '{groups[i].name}' is used twice")
         return groups
-
-    def group(self, name: str | None) -> OperatorGroup | None:
-        return next((g for g in self.groups if g.name == name), None)
 
 
 class Routed(Protocol):

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from escalation.hours import BusinessHours, HoursSettings, TriggerSettings
 from escalation.notify import NotifyRule
 from escalation.operators import OperatorSettings, Routed
+from gateway.errors import repeats
 
 
 class EscalationSettings(BaseModel):
@@ -38,10 +39,8 @@ class EscalationSettings(BaseModel):
     @model_validator(mode="after")
     def _groups_named(self) -> EscalationSettings:
         known = {g.name for g in self.operators.groups}
-        names = [rule.name for rule in self.notify]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ValueError(f"notify[{i}].name: '{name}' is used twice")
+        for i in repeats([rule.name for rule in self.notify]):
+            raise ValueError(f"notify[{i}].name: '{self.notify[i].name}' is used twice")
         for i, rule in enumerate(self.notify):
             if rule.group is not None and rule.group not in known:
                 listed = ", ".join(sorted(known)) or "none defined"

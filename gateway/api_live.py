@@ -141,7 +141,7 @@ async def reply(call: Call) -> web.StreamResponse | dict[str, Any]:
     refused = await call.services.pipeline.live.reply(
         call.session, conversation, call.actor.member, body.text, key
     )
-    call.after_commit.append(call.services.pipeline.live.route_later)
+    call.after_commit.append(call.services.pipeline.live.route_soon)
     if refused is not None:
         return _refusal(refused)
     return {"conversation": str(conversation.id), "status": conversation.status}
@@ -169,7 +169,7 @@ async def _finish(call: Call, close: bool) -> web.StreamResponse | None:
         )
     except Refused as refused:
         return _refusal(refused)
-    call.after_commit.append(call.services.pipeline.live.route_later)  # room for the next one
+    call.after_commit.append(call.services.pipeline.live.route_soon)  # room for the next one
     return None
 
 

@@ -7,6 +7,7 @@ callers that only know the builtin still catch it. The HTTP middleware in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -112,3 +113,14 @@ class TooManyAttempts(FrontdeskError):
 
     code = "too_many_attempts"
     status = 429
+
+
+def repeats(names: Sequence[str]) -> list[int]:
+    """The positions of names already seen earlier in ``names`` (for "used twice" errors)."""
+    seen: set[str] = set()
+    again = []
+    for i, name in enumerate(names):
+        if name in seen:
+            again.append(i)
+        seen.add(name)
+    return again

@@ -46,7 +46,7 @@ from people import members
 from people.qualifications import qualified_by_workflow
 from people.roles import Need, RoleBook, allows, load_book
 from store.engine import insert_rows
-from store.models import Conversation, Handoff, Inbound, Member, Message, utcnow
+from store.models import Conversation, Handoff, Member, Message, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +120,10 @@ class Live:
             except Exception as exc:  # consoles also refresh on their own timer
                 log.warning("could not publish a console update: %r", exc)
 
-    def route_later(self) -> None:
-        """Route what waits (after the caller's transaction commits, say)."""
-        self._spawn(self.route_queued(), "route")
-        self.changed()
-
-    def route_soon(self, handoff_ids: list[int]) -> None:
-        """Route new handoffs (after the transaction that opened them committed)."""
-        if handoff_ids:
+    def route_soon(self, handoff_ids: list[int] | None = None) -> None:
+        """Route these handoffs (None: all that wait) in the background -- call it once
+        the transaction that changed them committed -- and refresh the consoles."""
+        if handoff_ids is None or handoff_ids:
             self._spawn(self.route_queued(handoff_ids), "route")
         self.changed()
 
@@ -137,8 +133,7 @@ class Live:
         """Live now; waiting handoffs are offered to them right after (not in the caller's
         transaction: routing uses transactions of its own)."""
         await self.presence.go_live(member_id)
-        self._spawn(self.route_queued(), "route")
-        self.changed()
+        self.route_soon()
 
     async def leave(self, member_id: int) -> None:
         """Offline now; everything they held (taken too) goes back to the queue."""
@@ -369,7 +364,7 @@ class Live:
         self, session: AsyncSession, conversation: Conversation, member_id: int
     ) -> None:
         self.forget_roles()  # what routing knew of this member's role is out of date
-        handoff = await _open_handoff(session, conversation.id)
+        handoff = await handoffs.open_for(session, conversation.id)
         held = handoff is not None and handoff.operator_id == member_id
         if held and handoff is not None and await self._requeue(session, handoff):
             await session.refresh(conversation)
@@ -385,7 +380,7 @@ class Live:
             raise Refused("the conversation is closed")
         if not may_take(book, member, conversation):
             raise Refused(f"your role may not answer on {conversation.inbox}", forbidden=True)
-        handoff = await _open_handoff(session, conversation.id)
+        handoff = await handoffs.open_for(session, conversation.id)
         if handoff is None:
             handoff, _ = await handoffs.request(
                 session, conversation, "a team member took the conversation", "operator"
@@ -398,7 +393,7 @@ class Live:
             .where(
                 Handoff.id == handoff.id,
                 Handoff.status == "open",
-                or_(Handoff.operator_id.is_(None), Handoff.operator_id == member.id),
+                _free_for(member.id),
             )
             .values(operator_id=member.id, taken_at=now, offered_at=handoff.offered_at or now)
             .execution_options(synchronize_session=False)
@@ -462,17 +457,16 @@ class Live:
             .where(
                 Handoff.conversation_id == conversation.id,
                 Handoff.status == "open",
-                or_(Handoff.operator_id.is_(None), Handoff.operator_id == member.id),
+                _free_for(member.id),
             )
             .values(status="closed", closed_at=now, closed_by=member.id)
             .execution_options(synchronize_session=False)
         )
-        if closed.rowcount == 0 and await _open_handoff(session, conversation.id) is not None:  # type: ignore[attr-defined]
+        if closed.rowcount == 0 and await handoffs.open_for(session, conversation.id) is not None:  # type: ignore[attr-defined]
             raise Refused("another operator has this conversation")
         conversation.status = "closed" if close else "bot"
         conversation.updated_at = now
-        self.changed()
-        self._spawn(self.route_queued(), "route")  # the operator has room for the next one
+        self.route_soon()  # the operator has room for the next one
 
     async def answer_call(self, handoff_id: int, phone: str) -> str:
         """A team member pressed 1 on a notification call: they take the conversation.
@@ -509,8 +503,7 @@ class Live:
         try:
             if word == "live":
                 await self.presence.go_live(member.id, ttl=self.operators.slack_live_hours * 3600)
-                self._spawn(self.route_queued(), "route")
-                self.changed()
+                self.route_soon()
                 return (f"You are live for {self.operators.slack_live_hours:g} hours: handoffs "
                         "may be offered to you. Reply in a handoff's thread to take it; "
                         "`/frontdesk leave` when you are done.")  # fmt: skip
@@ -527,17 +520,7 @@ class Live:
         state = "live" if member.id in live else "offline"
         return f"You are {state}, holding {held} conversation(s); {len(live)} operator(s) live."
 
-    async def slack_reply(
-        self, session: AsyncSession, inbound: Inbound, conversation: Conversation, member: Member
-    ) -> str | None:
-        refused = await self.reply(
-            session, conversation, member, inbound.text, f"team:{inbound.id}"
-        )
-        return refused.reason if refused is not None else None
 
-
-async def _open_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:
-    found = await session.execute(
-        select(Handoff).where(Handoff.conversation_id == conversation_id, Handoff.status == "open")
-    )
-    return found.scalar_one_or_none()
+def _free_for(member_id: int) -> ColumnElement[bool]:
+    """A handoff nobody holds, or ``member_id`` holds."""
+    return or_(Handoff.operator_id.is_(None), Handoff.operator_id == member_id)

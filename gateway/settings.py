@@ -29,7 +29,7 @@ from agents.settings import AgentSettings
 from agents.workflows import UseAbility, WorkflowSettings
 from channels.base import ChannelSettings
 from escalation.settings import EscalationSettings
-from gateway.errors import ConfigError, ErrorDetail
+from gateway.errors import ConfigError, ErrorDetail, repeats
 from people.qualifications import QualificationSettings
 from people.roles import BUILTIN_ROLES, Role
 from people.settings import PeopleSettings
@@ -221,12 +221,11 @@ def _cross_check(settings: Settings) -> list[ErrorDetail]:
 def _check_qualifications(settings: Settings) -> list[ErrorDetail]:
     errors = []
     workflows = {w.name for w in settings.workflows}
-    names = [q.name for q in settings.qualifications]
+    for i in repeats([q.name for q in settings.qualifications]):
+        name = settings.qualifications[i].name
+        errors.append(ErrorDetail(f"qualifications[{i}].name", f"duplicate qualification '{name}'"))
     for i, qualification in enumerate(settings.qualifications):
         where = f"qualifications[{i}]"
-        if names.index(qualification.name) != i:
-            errors.append(ErrorDetail(f"{where}.name", f"duplicate qualification "
-                                                       f"'{qualification.name}'"))  # fmt: skip
         for j, workflow in enumerate(qualification.workflows):
             if workflow not in workflows:
                 listed = ", ".join(sorted(workflows)) or "none defined"

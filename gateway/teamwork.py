@@ -76,23 +76,20 @@ class Teamwork:
         handoff: Handoff,
         conversation: Conversation,
         who: str,
-        step: int = 0,
     ) -> None:
-        """The team members the notification rules name, where they allow it. The first
-        step runs once per handoff however many processes get here (``notified_at`` is
-        set conditionally); a ladder's later steps are decided once each (a unique index
-        on the decisions)."""
-        rules = self._settings.escalation.notify
-        if step == 0:
-            first = await session.execute(
-                update(Handoff)
-                .where(Handoff.id == handoff.id, Handoff.notified_at.is_(None))
-                .values(notified_at=self._now())
-                .execution_options(synchronize_session=False)
-            )
-            if first.rowcount != 1:  # type: ignore[attr-defined]
-                return
-        await self._decide(session, list(rules), handoff, conversation, who, step)
+        """The team members the notification rules name, where they allow it: the rules'
+        first step, once per handoff however many processes get here (``notified_at`` is
+        set conditionally). A ladder's later steps run in ``climb``, decided once each (a
+        unique index on the decisions)."""
+        first = await session.execute(
+            update(Handoff)
+            .where(Handoff.id == handoff.id, Handoff.notified_at.is_(None))
+            .values(notified_at=self._now())
+            .execution_options(synchronize_session=False)
+        )
+        if first.rowcount == 1:  # type: ignore[attr-defined]
+            rules = list(self._settings.escalation.notify)
+            await self._decide(session, rules, handoff, conversation, who, 0)
 
     async def _decide(
         self, session: AsyncSession, rules: list[NotifyRule], handoff: Handoff,
@@ -225,7 +222,10 @@ class Teamwork:
         """Take the conversation for ``member`` and send their reply; why not, if refused."""
         if self.live is None:
             return "live replies are not running"
-        return await self.live.slack_reply(session, inbound, conversation, member)
+        refused = await self.live.reply(
+            session, conversation, member, inbound.text, f"team:{inbound.id}"
+        )
+        return refused.reason if refused is not None else None
 
     def _thread_note(self, inbound: Inbound, thread: str, why: str | None, now: datetime) -> Outbox:
         return Outbox(

@@ -39,6 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents._similarity import SimilarityIndex
+from gateway.errors import repeats
 from people import cel
 from store.models import (
     Label,
@@ -107,10 +108,8 @@ class QualificationSettings(BaseModel):
     @field_validator("requirements")
     @classmethod
     def _unique(cls, requirements: list[Requirement]) -> list[Requirement]:
-        ids = [r.id for r in requirements]
-        for i, rid in enumerate(ids):
-            if rid in ids[:i]:
-                raise ValueError(f"[{i}].id: '{rid}' is used twice")
+        for i in repeats([r.id for r in requirements]):
+            raise ValueError(f"[{i}].id: '{requirements[i].id}' is used twice")
         return requirements
 
 

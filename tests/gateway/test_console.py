@@ -18,6 +18,17 @@ from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import CUSTOMER, Gateway, add_member, eventually
 
 
+async def _with_password(gw: Gateway, email: str, **fields: str) -> int:
+    """An operator who signs in with the password "correct horse battery"."""
+    member_id, _ = await add_member(gw, email, kind="team", role="operator", token=False,
+                                    **fields)  # fmt: skip
+    async with gw.services.sessions.begin() as session:
+        member = await session.get(Member, member_id)
+        assert member is not None
+        member.password_hash = credentials.hash_password("correct horse battery")
+    return member_id
+
+
 async def _sign_in(page: Page, gw: Gateway, **how: str) -> None:
     await page.goto(str(gw.client.make_url("/console")))
     if "token" in how:
@@ -37,12 +48,7 @@ async def test_two_operators_a_web_chat_handoff_goes_to_the_less_loaded_and_they
 ) -> None:
     fake, base = twilio
     async with Gateway.running(from_mapping(live_config(sqlite_url, base), env={}), fake) as gw:
-        ann_id, _ = await add_member(gw, "ann@example.com", kind="team", role="operator",
-                                     name="Ann", token=False)  # fmt: skip
-        async with gw.services.sessions.begin() as session:
-            ann_member = await session.get(Member, ann_id)
-            assert ann_member is not None
-            ann_member.password_hash = credentials.hash_password("correct horse battery")
+        await _with_password(gw, "ann@example.com", name="Ann")
         _, bob_token = await add_member(gw, "bob@example.com", kind="team", role="operator",
                                         name="Bob")  # fmt: skip
 
@@ -87,12 +93,7 @@ async def test_signing_in_gives_a_token_and_says_nothing_about_which_part_was_wr
     sqlite_gateway: Gateway,
 ) -> None:
     gw = sqlite_gateway
-    ann_id, _ = await add_member(gw, "ann@example.com", kind="team", role="operator",
-                                 token=False)  # fmt: skip
-    async with gw.services.sessions.begin() as session:
-        ann = await session.get(Member, ann_id)
-        assert ann is not None
-        ann.password_hash = credentials.hash_password("correct horse battery")
+    ann_id = await _with_password(gw, "ann@example.com")
     await add_member(gw, "customer@example.com", token=False)
 
     async def sign_in(email: str, password: str) -> tuple[int, dict[str, Any]]:
@@ -146,12 +147,7 @@ async def test_repeated_wrong_passwords_are_slowed_down_and_signing_out_revokes_
     sqlite_gateway: Gateway,
 ) -> None:
     gw = sqlite_gateway
-    ann_id, _ = await add_member(gw, "ann@example.com", kind="team", role="operator",
-                                 token=False)  # fmt: skip
-    async with gw.services.sessions.begin() as session:
-        ann = await session.get(Member, ann_id)
-        assert ann is not None
-        ann.password_hash = credentials.hash_password("correct horse battery")
+    await _with_password(gw, "ann@example.com")
 
     async def sign_in(password: str) -> int:
         response = await gw.client.post("/api/sessions", json={"email": "ann@example.com",
