@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import html
 import logging
 import re
 from base64 import b64decode
@@ -47,7 +46,6 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import getaddresses, parseaddr
-from html.parser import HTMLParser
 from typing import Any, ClassVar
 
 import aiosmtplib
@@ -64,14 +62,12 @@ from channels.base import (
     RawRequest,
     WebhookReply,
 )
+from channels.mailtext import automatic, clean, header_of, text_of, trim
 from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
 from people.identities import to_email
 
 log = logging.getLogger(__name__)
 
-_QUOTE_HEADER = re.compile(r"^\s*(On .{3,200} wrote:|-{2,} ?Original Message ?-{2,}|From: .+)$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_AUTOMATIC_SENDERS = re.compile(r"^(mailer-daemon|postmaster|no-?reply|bounces?)[@+]", re.I)
 MAX_TEXT = 20_000
 
 
@@ -153,80 +149,6 @@ class EmailSettings(ChannelSettings):
         return next((i.address for i in self.inboxes if i.address in (address.lower(), base)), None)
 
 
-class _Text(HTMLParser):
-    """HTML to plain text: block elements become line breaks, scripts and styles vanish."""
-
-    BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-def html_to_text(markup: str) -> str:
-    parser = _Text()
-    parser.feed(markup)
-    text = html.unescape("".join(parser.parts))
-    return re.sub(r"\n\s*\n+", "\n\n", re.sub(r"[ \t]+", " ", text)).strip()
-
-
-def trim(text: str) -> str:
-    """The new part of a reply: quoted history and the signature removed."""
-    kept: list[str] = []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line.rstrip() == "--" or line == "-- " or _QUOTE_HEADER.match(line):
-            break
-        if line.lstrip().startswith(">"):
-            continue
-        kept.append(line)
-    return "\n".join(kept).strip()
-
-
-def clean(value: str) -> str:
-    """A header value from outside with control characters (CR, LF...) made spaces."""
-    return _CONTROL.sub(" ", value).strip()
-
-
-def automatic(message: EmailMessage, return_path: str | None) -> str | None:
-    """Why ``message`` must not be answered, or None."""
-    auto = str(message.get("Auto-Submitted", "")).strip().lower()
-    if auto and auto != "no":
-        return f"Auto-Submitted: {auto}"
-    precedence = str(message.get("Precedence", "")).strip().lower()
-    if precedence in ("bulk", "junk", "list"):
-        return f"Precedence: {precedence}"
-    if any(key.lower().startswith("list-") for key in message):
-        return "mailing list"
-    suppress = str(message.get("X-Auto-Response-Suppress", "")).lower()
-    if "oof" in suppress or "all" in suppress:
-        return "X-Auto-Response-Suppress"
-    if message.get("X-Autoreply") or message.get("X-Autorespond"):
-        return "X-Autoreply"
-    if return_path is not None and return_path.strip() in ("", "<>"):
-        return "empty Return-Path"
-    sender = parseaddr(str(message.get("From", "")))[1]
-    if _AUTOMATIC_SENDERS.match(sender):
-        return "a mailer daemon"
-    if message.get_content_type() == "multipart/report":
-        return "a delivery report"
-    return None
-
-
 class EmailChannel:
     """Mail to and from the workspace's inboxes."""
 
@@ -283,7 +205,7 @@ class EmailChannel:
         message = BytesParser(policy=policy.default).parsebytes(raw)
         if not isinstance(message, EmailMessage):
             raise ValidationFailed("not an email message")
-        sender_header = _header(message, "From")  # who it is; Reply-To is not an identity
+        sender_header = header_of(message, "From")  # who it is; Reply-To is not an identity
         try:
             sender = to_email(parseaddr(sender_header)[1] or (return_path or "").strip("<>"))
         except ValidationFailed:
@@ -297,13 +219,13 @@ class EmailChannel:
         inbox = next((i for i in (self.settings.inbox_of(a) for a in addresses if a) if i), None)
         if inbox is None:
             raise ValidationFailed("the message is not addressed to any of our inboxes")
-        message_id = clean(_header(message, "Message-ID")) or (
+        message_id = clean(header_of(message, "Message-ID")) or (
             "<" + hashlib.sha256(raw).hexdigest()[:32] + "@frontdesk.invalid>"
         )
-        subject = clean(_header(message, "Subject"))
-        references = clean(_header(message, "References"))
+        subject = clean(header_of(message, "Subject"))
+        references = clean(header_of(message, "References"))
         why_not = automatic(message, return_path)
-        text = trim(_body(message))[:MAX_TEXT]
+        text = trim(text_of(message))[:MAX_TEXT]
         files = [
             {
                 "name": clean(part.get_filename() or "attachment"),
@@ -346,7 +268,7 @@ class EmailChannel:
         """Whether the sender's address is proven (DMARC passed, per our own MTA)."""
         if not self.settings.trust_authentication_results:
             return False
-        results = _header(message, "Authentication-Results").lower()
+        results = header_of(message, "Authentication-Results").lower()
         return bool(re.search(r"\bdmarc=pass\b", results))
 
     def acknowledge(self, message: InboundMessage) -> WebhookReply:
@@ -479,24 +401,3 @@ def _mime_of(request: RawRequest) -> bytes:
                 return payload if isinstance(payload, bytes) else str(payload).encode()
         raise ValidationFailed("no 'email' or 'body-mime' field with the raw message")
     raise ValidationFailed("send the raw message as message/rfc822 or multipart/form-data")
-
-
-def _header(message: EmailMessage, name: str) -> str:
-    """A header's value; its raw text when the email package cannot parse it."""
-    try:
-        return str(message.get(name, ""))
-    except Exception:  # a malformed Message-ID ("<>") raises inside the header registry
-        raw = next((v for k, v in message.raw_items() if k.lower() == name.lower()), "")
-        return str(raw)
-
-
-def _body(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain", "html"))
-    if part is None:
-        return ""
-    try:
-        content = str(part.get_content())
-    except (LookupError, UnicodeError):  # an unknown charset: read it as well as we can
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
-    return html_to_text(content) if part.get_content_type() == "text/html" else content

@@ -14,7 +14,8 @@ import pytest
 from langchain_core.messages import AIMessage
 from sqlalchemy import select
 
-from channels.email import EmailChannel, automatic, html_to_text, trim
+from channels.email import EmailChannel
+from channels.mailtext import automatic, html_to_text, trim
 from gateway.app import runtime_for
 from gateway.settings import from_mapping
 from store.models import Conversation, Identity, Inbound, Member, Message, Outbox
