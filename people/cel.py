@@ -3,9 +3,9 @@
 Workflows validate answers and choose branches with CEL, and qualifications grade with it.
 cel-python has no cost limit, no timeout and no depth limit (a few nested ``map`` macros run
 for seconds; ~60 nested parentheses overflow Python's stack), so an expression is held to
-static limits before it is parsed, and is evaluated in a separate process with a memory cap
-and a deadline: an expression that overruns it kills that process, not ours, and fails
-with ``CelFailed`` (a new worker starts for the next one).
+static limits before it is parsed, and is evaluated in a pool of worker processes, each with
+a memory cap and a deadline: an expression that overruns it kills that worker, not us, and
+fails with ``CelFailed`` (a new worker takes its place). The event loop never evaluates.
 
 A problem in an expression names where it is: ``line 1, column 14: ...``.
 """
@@ -183,12 +183,25 @@ class _Worker:
 
 
 class CelRunner:
-    """Evaluates expressions one at a time in a worker process, each within a deadline."""
+    """A pool of worker processes evaluating expressions, each within a deadline.
 
-    def __init__(self, deadline: float = DEADLINE_SECONDS) -> None:
+    ``workers`` evaluations run at once (one per process); more wait for a free worker.
+    Each worker compiles an expression once and keeps the program. A worker that overruns
+    its deadline or its memory is killed and replaced; the others go on.
+    """
+
+    def __init__(self, deadline: float = DEADLINE_SECONDS, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError("a pool needs at least one worker")
         self._deadline = deadline
-        self._worker: _Worker | None = None
-        self._lock = asyncio.Lock()
+        self._slots: list[_Worker | None] = [None] * workers
+        self._free: asyncio.Queue[int] = asyncio.Queue()
+        for slot in range(workers):
+            self._free.put_nowait(slot)
+
+    @property
+    def size(self) -> int:
+        return len(self._slots)
 
     def _start(self) -> _Worker:
         context = multiprocessing.get_context("spawn")
@@ -198,44 +211,55 @@ class CelRunner:
         theirs.close()
         return _Worker(process, ours)
 
-    def _call(self, expression: str, activation: Mapping[str, Any]) -> tuple[str, Any]:
-        if self._worker is None or not self._worker.process.is_alive():
-            self._worker = self._start()
-        worker = self._worker
+    def _call(self, slot: int, expression: str, activation: Mapping[str, Any]) -> tuple[str, Any]:
+        worker = self._slots[slot]
+        if worker is None or not worker.process.is_alive():
+            worker = self._slots[slot] = self._start()
         worker.connection.send((expression, dict(activation)))
         if worker.connection.poll(self._deadline + (0 if worker.warm else STARTUP_SECONDS)):
             with contextlib.suppress(EOFError, OSError):  # the worker died: out of memory
                 answer: tuple[str, Any] = worker.connection.recv()
                 worker.warm = True
                 return answer
-            self._stop()
+            self._stop(slot)
             return ("error", "the expression used too much memory")
-        self._stop()
+        self._stop(slot)
         return ("error", f"took longer than {self._deadline:g}s")
 
     async def evaluate(self, expression: str, activation: Mapping[str, Any]) -> Any:
         """``expression``'s value over ``activation`` (JSON-like values); ``CelFailed`` if not."""
         parse(expression)
-        async with self._lock:
-            work = asyncio.ensure_future(asyncio.to_thread(self._call, expression, activation))
+        slot = await self._free.get()
+        try:
+            work = asyncio.ensure_future(
+                asyncio.to_thread(self._call, slot, expression, activation)
+            )
             try:
                 status, value = await asyncio.shield(work)
             except asyncio.CancelledError:
                 # The caller gave up (a turn's deadline), but the thread still owns the
-                # worker's pipe: hold the lock until it is done (within its own deadline).
+                # worker's pipe: keep the slot until it is done (within its own deadline).
                 await asyncio.wait([work])
                 raise
+        finally:
+            self._free.put_nowait(slot)
         if status != "ok":
             raise CelFailed(value)
         return value
 
-    def _stop(self) -> None:
-        worker, self._worker = self._worker, None
+    async def warm_up(self) -> None:
+        """Start every worker now, not in the first evaluation that needs one."""
+        await asyncio.gather(*(self.evaluate("true", {}) for _ in self._slots))
+
+    def _stop(self, slot: int) -> None:
+        worker, self._slots[slot] = self._slots[slot], None
         if worker is not None:
             worker.connection.close()
             worker.process.kill()
             worker.process.join(timeout=5)
 
     async def close(self) -> None:
-        async with self._lock:
-            await asyncio.to_thread(self._stop)
+        taken = [await self._free.get() for _ in self._slots]  # wait for running evaluations
+        for slot in taken:
+            await asyncio.to_thread(self._stop, slot)
+            self._free.put_nowait(slot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -338,3 +339,21 @@ async def test_the_demo_intake_books_a_slot_in_the_web_chat(
 
 def test_make_settings_still_works_without_workflows(sqlite_url: str) -> None:
     assert make_settings(sqlite_url).workflows == ()
+
+
+async def test_a_pool_keeps_evaluating_while_one_worker_runs_away() -> None:
+    runner = cel.CelRunner(deadline=1.5, workers=2)
+    try:
+        await runner.warm_up()
+        numbers = "[" + ",".join(str(i) for i in range(60)) + "]"
+        runaway = f"{numbers}.map(a, {numbers}.map(b, {numbers}.map(c, a * b * c))).size() > 0"
+        stuck = asyncio.ensure_future(runner.evaluate(runaway, {}))
+        await asyncio.sleep(0.1)
+        answers = [await runner.evaluate("answer * 2", {"answer": n}) for n in range(20)]
+        assert answers == [n * 2 for n in range(20)]
+        assert not stuck.done()  # the other worker answered all twenty meanwhile
+        with pytest.raises(cel.CelFailed, match="took longer"):
+            await stuck
+        assert await runner.evaluate("answer + 1", {"answer": 1}) == 2  # replaced, serving
+    finally:
+        await runner.close()
