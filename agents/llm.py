@@ -44,23 +44,35 @@ class TurnOverrun(RuntimeError):
 
 def chat_model(agent: AgentSettings) -> BaseChatModel:
     """The LangChain chat model for ``agent.model`` (``provider:name``) and its settings."""
+    return language_model(
+        agent.model, f"agent {agent.name}", timeout=agent.timeout_seconds,
+        base_url=agent.base_url, api_key=agent.api_key, temperature=agent.temperature,
+        max_tokens=agent.max_tokens,
+    )  # fmt: skip
+
+
+def language_model(
+    spec: str, who: str, *, timeout: float, base_url: str | None = None,
+    api_key: str | None = None, temperature: float | None = None, max_tokens: int | None = None,
+) -> BaseChatModel:  # fmt: skip
+    """A LangChain chat model for ``spec`` (``provider:name``); ``who`` uses it (for errors)."""
     from langchain.chat_models import init_chat_model
 
-    options: dict[str, Any] = {"timeout": agent.timeout_seconds, "max_retries": 1}
-    if agent.base_url:
-        options["base_url"] = agent.base_url
-    if agent.api_key:
-        options["api_key"] = agent.api_key
-    if agent.temperature is not None:
-        options["temperature"] = agent.temperature
-    if agent.max_tokens is not None:
-        options["max_tokens"] = agent.max_tokens
+    options: dict[str, Any] = {"timeout": timeout, "max_retries": 1}
+    if base_url:
+        options["base_url"] = base_url
+    if api_key:
+        options["api_key"] = api_key
+    if temperature is not None:
+        options["temperature"] = temperature
+    if max_tokens is not None:
+        options["max_tokens"] = max_tokens
     try:
-        model = init_chat_model(agent.model, **options)
+        model = init_chat_model(spec, **options)
     except Exception as exc:  # a provider's own check (a missing key, say), in its words
-        raise ConfigError(f"agent {agent.name}: cannot start model {agent.model}: {exc}") from exc
+        raise ConfigError(f"{who}: cannot start model {spec}: {exc}") from exc
     if not isinstance(model, BaseChatModel):
-        raise ConfigError(f"agent {agent.name}: {agent.model} is not a chat model")
+        raise ConfigError(f"{who}: {spec} is not a chat model")
     return model
 
 

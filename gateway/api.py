@@ -91,7 +91,8 @@ class Call:
     def path_id(self, name: str = "id", what: str = "resource") -> int:
         return parse_id(self.request.match_info[name], what)
 
-    async def body(self, model: type[B]) -> B:
+    async def json(self) -> Any:
+        """The body as JSON (400 if it is not; 422 for a NUL character anywhere in it)."""
         try:
             raw = await self.request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -99,6 +100,13 @@ class Call:
         nul = find_nul(raw)
         if nul is not None:
             raise Unprocessable("text may not contain NUL characters", [ErrorDetail(nul, "NUL")])
+        return raw
+
+    async def body(self, model: type[B], **fixed: Any) -> B:
+        """The body as ``model``; ``fixed`` fields (from the path) override the body's."""
+        raw = await self.json()
+        if fixed and isinstance(raw, dict):
+            raw = {**raw, **fixed}
         try:
             return model.model_validate(raw)
         except ValidationError as exc:
@@ -227,6 +235,7 @@ def add(app: web.Application) -> None:
         api_imports,
         api_live,
         api_members,
+        api_qualifications,
         openapi,
     )
 
@@ -236,6 +245,7 @@ def add(app: web.Application) -> None:
         *api_imports.ENDPOINTS,
         *api_access.ENDPOINTS,
         *api_live.ENDPOINTS,
+        *api_qualifications.ENDPOINTS,
     ]
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))

@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from aiohttp import web
 
 import channels
+from agents.examiner import Examiner
 from agents.runtime import Runtime
 from channels import webchat
 from channels.base import ChannelContext, InboundMessage, Listener
@@ -29,6 +30,7 @@ from gateway import api, console, http, live, redis_bus, routes
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
 from gateway.console import Consoles
 from gateway.delivery import Deliverer
+from gateway.examinations import Examinations
 from gateway.metrics import Metrics
 from gateway.pipeline import Accepted, Pipeline
 from gateway.processor import Processor
@@ -113,6 +115,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         sessions, opened, settings.gateway, metrics, supervisor, pipeline.defer_to_accepts
     )
     sockets, consoles = WebChatSockets(), Consoles()
+    examinations = Examinations(
+        sessions, settings, runtime.cel, Examiner(), supervisor, pipeline.live
+    )
     for channel in opened.values():
         if isinstance(channel, Listener):
             await channel.start()
@@ -120,7 +125,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await pubsub.subscribe(live.TOPIC, consoles.changed)
     state.running = Services(
         settings, engine, sessions, session, client, pubsub, queue, opened, runtime,
-        pipeline, deliverer, supervisor, metrics, sockets, consoles,
+        pipeline, deliverer, supervisor, metrics, sockets, consoles, examinations,
     )  # fmt: skip
     stop = asyncio.Event()
     processor = Processor(queue, pipeline, runtime, supervisor, metrics, settings.gateway.workers)
@@ -174,6 +179,7 @@ async def _start_workers(
     """Resume what a crash left behind, then run the processor, deliverer and sweeper."""
     for key in await s.pipeline.pending_keys():
         await s.pipeline.enqueue(key)
+    s.supervisor.spawn(s.examinations.sweep(), name="grade-left")
     return [
         asyncio.create_task(processor.run(), name="processor"),
         asyncio.create_task(s.deliverer.run(), name="deliverer"),
@@ -239,3 +245,7 @@ async def _sweep(s: Services, stop: asyncio.Event) -> None:
             continue
         for key in keys:
             await s.pipeline.enqueue(key)
+        try:
+            await s.examinations.sweep(older_than=timedelta(seconds=interval))
+        except Exception:
+            log.exception("could not grade what was left ungraded; next sweep in %ss", interval)

@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("email")
     create.add_argument("--name", default="cli")
 
+    quals = commands.add_parser("qualifications", help="qualifications")
+    qual_commands = quals.add_subparsers(dest="qualifications_command", required=True)
+    regrade = qual_commands.add_parser(
+        "grade", help="grade a member's latest attempt again from the stored submission"
+    )
+    regrade.add_argument("qualification")
+    regrade.add_argument("member", help="a member id or email address")
+
     chat = commands.add_parser("chat", help="talk to an agent in the terminal")
     chat.add_argument("agent")
     return parser
@@ -238,6 +246,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.members_command == "export":
             return asyncio.run(cli_members.export(config, args.filter))
         return asyncio.run(members_add(config, args))
+    if args.command == "qualifications":
+        from gateway import cli_qualifications
+
+        return asyncio.run(cli_qualifications.grade(config, args.qualification, args.member))
     if args.command == "token":
         return asyncio.run(token_create(config, args))
     return asyncio.run(chat(config, args.agent))

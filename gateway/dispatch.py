@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +35,7 @@ from escalation.routing import Rostered, offer, rosters, seats
 from gateway import conversations
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor
-from people.qualifications import qualified_by_workflow
+from people.qualifications import catalog, qualified_by_workflow
 from people.roles import RoleBook, load_book
 from store.models import Conversation, Handoff, utcnow
 
@@ -188,7 +188,9 @@ class Dispatcher:
             self._roster = Roster(
                 await load_book(session, self._settings.roles),
                 await rosters(session, self.operators),
-                await qualified_by_workflow(session, self._settings.qualifications),
+                await qualified_by_workflow(
+                    session, list((await catalog(session, self._settings.qualifications)).values())
+                ),
                 now,
             )
         return self._roster
@@ -306,7 +308,7 @@ class Dispatcher:
             )
             released = [h for h in held.scalars() if await self._requeue(session, h)]
         if released:
-            log.info("%s handoffs returned to the queue: their operators went offline",
+            log.info("%s handoffs returned to the queue: from operators offline or disqualified",
                      len(released))  # fmt: skip
             await self.route_queued([h.id for h in released])
             self.changed()
@@ -343,8 +345,23 @@ class Dispatcher:
         return True
 
     def forget_roles(self) -> None:
-        """Roles or members changed here: routing reads them afresh next time."""
+        """Roles, members or qualifications changed here: routing reads them afresh."""
         self._roster = None
+
+    def qualified(self) -> None:
+        """Someone qualified (call it once committed): what waits may now reach them."""
+        self.forget_roles()
+        if self.enabled:
+            self.route_soon()
+
+    def disqualified(self, member_id: int, workflows: Collection[str]) -> None:
+        """``member_id`` may no longer take ``workflows`` (call it once committed): what
+        they hold of those goes back to the queue, offered or taken."""
+        self.forget_roles()
+        if workflows:
+            ours = select(Conversation.id).where(Conversation.workflow.in_(list(workflows)))
+            held = Handoff.operator_id == member_id
+            self._spawn(self._release(held, Handoff.conversation_id.in_(ours)), "disqualified")
 
     async def requeue_if_held(
         self, session: AsyncSession, conversation: Conversation, member_id: int

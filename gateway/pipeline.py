@@ -137,7 +137,10 @@ async def _apply_effects(
         if state is not None:
             data["workflow"] = state.to_json()
         conversation.data = data
-        conversation.workflow = state.workflow if state is not None else None
+        if state is not None or result.escalation is None:
+            # A workflow that ends by handing off keeps its name on the conversation:
+            # routing offers it to operators qualified for that workflow.
+            conversation.workflow = state.workflow if state is not None else None
     if result.escalation is not None:
         handoff, opened = await handoffs.request(
             session, conversation, result.escalation.reason, result.escalation.trigger

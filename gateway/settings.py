@@ -30,7 +30,7 @@ from agents.workflows import UseAbility, WorkflowSettings
 from channels.base import ChannelSettings
 from escalation.settings import EscalationSettings
 from gateway.errors import ConfigError, ErrorDetail, repeats
-from people.qualifications import QualificationSettings
+from people.qualifications import QualificationSettings, unknown_workflows
 from people.roles import BUILTIN_ROLES, Role
 from people.settings import PeopleSettings
 from store.settings import StorageSettings
@@ -225,12 +225,8 @@ def _check_qualifications(settings: Settings) -> list[ErrorDetail]:
         name = settings.qualifications[i].name
         errors.append(ErrorDetail(f"qualifications[{i}].name", f"duplicate qualification '{name}'"))
     for i, qualification in enumerate(settings.qualifications):
-        where = f"qualifications[{i}]"
-        for j, workflow in enumerate(qualification.workflows):
-            if workflow not in workflows:
-                listed = ", ".join(sorted(workflows)) or "none defined"
-                why = f"no workflow named '{workflow}' ({listed})"
-                errors.append(ErrorDetail(f"{where}.workflows[{j}]", why))
+        for error in unknown_workflows(qualification, workflows):
+            errors.append(ErrorDetail(f"qualifications[{i}].{error.path}", error.message))
     return errors
 
 

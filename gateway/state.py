@@ -15,6 +15,7 @@ from channels.base import Channel
 from escalation.presence import Presence
 from gateway.bus import PubSub, WorkQueue
 from gateway.delivery import Deliverer
+from gateway.examinations import Examinations
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.settings import Settings
@@ -44,6 +45,7 @@ class Services:
     metrics: Metrics
     sockets: WebChatSockets
     consoles: Consoles
+    examinations: Examinations
 
 
 class AppState:

@@ -1,58 +1,71 @@
 """Qualifications: certify a member before real conversations of a workflow reach them.
 
-A qualification (YAML ``qualifications:``) names the workflows it unlocks and its
-requirements; this first version has **knowledge questions** (a prompt, optional choices,
-criteria). Each criterion is one of:
+A qualification (YAML ``qualifications:``, or defined over the API, which replaces the YAML
+one of the same name) names the workflows it unlocks and its requirements:
 
-- ``formula``: CEL over the submission's activation -- ``answer`` (text), ``choices``
-  (the offered choices), ``transcript`` (list of ``{author, text, at}``; empty for a
-  question), ``metrics`` (``words``, ``turns``, ``duration_seconds``,
-  ``first_reply_seconds``), ``member`` (the candidate's ``name``, ``role``, ``labels``).
-  Checked when the YAML loads (length, nesting and macro caps, known names only, the
-  position of a problem) and evaluated in the CEL worker process with a deadline and a
-  memory cap (``people.cel``): a runaway or failing formula is an *error* on that
-  criterion, with the message, never a crash.
-- ``rubric`` (AI evaluation) with a ``reference`` answer: graded by an LLM where one is
-  configured for grading (not built yet); otherwise by the deterministic fallback --
-  similarity between the answer and the reference (TF-IDF over stems and 4-grams), passed
-  at ``pass_score`` -- and labelled ``fallback`` in the result.
+- a **knowledge question**: a prompt, optional choices, criteria;
+- a **simulated chat** (``kind: scenario``): a customer with a ``persona`` and a ``goal``
+  opens with ``opening``; the member answers as they would a real customer. The customer
+  is played by the embedded model following ``script`` (one line per member turn, then
+  ``closing``) or, with ``customer: {model: provider:name}``, by a LangChain model in
+  character. The chat ends at the customer's last line or after ``turn_limit`` member
+  turns; the transcript is the submission.
 
-A requirement passes when all its criteria pass; scores, rationales and errors are kept.
+Criteria (``people.grading``): a CEL ``formula``, or a ``rubric`` with a ``reference``
+answer graded by the qualification's ``grader`` model (structured output: pass/fail, a
+score, a rationale) or, without one, by a deterministic fallback labelled as such.
 
 Lifecycle per member and qualification: ``enrolled -> submitted -> provisional ->
-qualified``, and ``failed`` / ``revoked``. Submitting grades at once: all requirements
-pass -> ``provisional`` (or ``qualified`` directly with ``admin_review: false``); else
-``failed``. A failed member may try again after ``cooldown_hours``, up to ``max_attempts``.
-An admin's review moves ``provisional`` to ``qualified`` or back to ``enrolled``, with a
-note. Every transition is recorded: who, when, why.
+qualified``, and ``failed`` / ``revoked``. A submission is recorded at once and graded
+outside the request (``gateway.examinations``): all requirements pass -> ``provisional``
+(or ``qualified`` directly with ``admin_review: false``); else ``failed``. A failed member
+may be enrolled again after ``cooldown_hours``, up to ``max_attempts``. An admin's review
+moves ``provisional`` to ``qualified`` or back to ``enrolled``, with a note. Every
+transition is recorded: who (None: the grader), when, why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents._similarity import SimilarityIndex
-from gateway.errors import repeats
+from gateway.errors import ErrorDetail, repeats
 from people import cel
+from people.grading import Candidate, RequirementResult
 from store.models import (
     Label,
     Member,
+    QualificationDefinition,
     QualificationEvent,
     QualificationProgress,
     QualificationSubmission,
     utcnow,
 )
 
+log = logging.getLogger(__name__)
+
 ACTIVATION = {"answer", "choices", "transcript", "metrics", "member"}
-MAX_ERROR = 300
+NAME = r"^[a-z][a-z0-9_-]{0,63}$"
 Status = Literal["enrolled", "submitted", "provisional", "qualified", "failed", "revoked"]
+
+
+class LanguageModel(BaseModel):
+    """A LangChain chat model (``provider:name``) for grading or playing a customer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(pattern=r"^[a-z_-]+:.+$", description="provider:name")
+    base_url: str | None = None
+    api_key: str | None = None
+    temperature: float | None = Field(default=0, ge=0, le=2)
+    timeout_seconds: float = Field(default=30, gt=0, le=300)
 
 
 class Criterion(BaseModel):
@@ -85,11 +98,29 @@ class Criterion(BaseModel):
 class Requirement(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
-    kind: Literal["question"] = "question"
-    prompt: str = Field(min_length=1, max_length=4000)
-    choices: list[str] = Field(default_factory=list)
+    id: str = Field(pattern=NAME)
+    kind: Literal["question", "scenario"] = "question"
+    prompt: str = Field(min_length=1, max_length=4000, description="The question, or a brief.")
+    choices: list[str] = Field(default_factory=list, description="A question's choices.")
+    persona: str = Field(default="", max_length=2000, description="Who the customer is.")
+    goal: str = Field(default="", max_length=2000, description="What the customer wants.")
+    opening: str = Field(default="", max_length=2000, description="The customer's first line.")
+    script: list[str] = Field(default_factory=list, description="The customer's next lines.")
+    closing: str = Field(default="Thanks, that's everything.", max_length=2000)
+    turn_limit: int = Field(default=6, ge=1, le=50, description="The member's turns at most.")
+    customer: LanguageModel | None = Field(default=None, description="None: the script.")
     criteria: list[Criterion] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Requirement:
+        if self.kind == "scenario":
+            if not self.opening.strip() or not self.persona.strip():
+                raise ValueError("a scenario needs a persona and an opening line")
+            if self.choices:
+                raise ValueError("a scenario has no choices")
+        elif self.opening or self.script or self.persona or self.customer:
+            raise ValueError("persona, opening, script and customer belong to a scenario")
+        return self
 
 
 class QualificationSettings(BaseModel):
@@ -97,13 +128,14 @@ class QualificationSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    name: str = Field(pattern=NAME)
     description: str = ""
     workflows: list[str] = Field(default_factory=list, description="What it unlocks.")
     requirements: list[Requirement] = Field(min_length=1)
     admin_review: bool = Field(default=True, description="False: qualified on passing.")
     max_attempts: int = Field(default=3, ge=1, le=100)
     cooldown_hours: float = Field(default=24, ge=0, le=24 * 365)
+    grader: LanguageModel | None = Field(default=None, description="None: the fallback grader.")
 
     @field_validator("requirements")
     @classmethod
@@ -117,83 +149,31 @@ class QualificationError(ValueError):
     """A transition the lifecycle does not allow now, and why."""
 
 
-# -- grading -------------------------------------------------------------------------
+def unknown_workflows(
+    qualification: QualificationSettings, workflows: Collection[str]
+) -> list[ErrorDetail]:
+    """Each workflow ``qualification`` names that is not defined, at its path."""
+    listed = ", ".join(sorted(workflows)) or "none defined"
+    return [
+        ErrorDetail(f"workflows[{i}]", f"no workflow named '{name}' ({listed})")
+        for i, name in enumerate(qualification.workflows)
+        if name not in workflows
+    ]
 
 
-@dataclass(frozen=True)
-class CriterionResult:
-    kind: Literal["formula", "ai", "ai-fallback"]
-    passed: bool
-    score: float | None = None
-    rationale: str = ""
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class RequirementResult:
-    requirement: str
-    passed: bool
-    criteria: tuple[CriterionResult, ...]
-
-
-class Evaluator(Protocol):
-    async def evaluate(self, expression: str, activation: Mapping[str, Any]) -> Any: ...
-
-
-def activation(
-    answer: str, requirement: Requirement, member: Member, labels: Sequence[str]
-) -> dict[str, Any]:
-    """What a formula sees for a knowledge question: the answer and nothing of anyone
-    else's (the member's non-sensitive fields only)."""
-    return {
-        "answer": answer,
-        "choices": list(requirement.choices),
-        "transcript": [],
-        "metrics": {"words": len(answer.split()), "turns": 1, "duration_seconds": 0,
-                    "first_reply_seconds": 0},
-        "member": {"name": member.name or "", "role": member.role, "labels": list(labels)},
-    }  # fmt: skip
-
-
-async def grade(
-    requirement: Requirement, facts: Mapping[str, Any], runner: Evaluator
-) -> RequirementResult:
-    """Every criterion of ``requirement`` over ``facts`` (its activation)."""
-    results = []
-    for criterion in requirement.criteria:
-        if criterion.formula is not None:
-            results.append(await _formula(criterion.formula, facts, runner))
-        else:
-            results.append(_fallback(criterion, str(facts.get("answer", ""))))
-    passed = all(r.passed for r in results)
-    return RequirementResult(requirement.id, passed, tuple(results))
-
-
-async def _formula(formula: str, facts: Mapping[str, Any], runner: Evaluator) -> CriterionResult:
-    try:
-        value = await runner.evaluate(formula, facts)
-    except (cel.CelFailed, cel.CelProblem) as exc:
-        # cel-python appends its whole activation to some messages: keep what explains.
-        message = str(exc).split(" (in activation", 1)[0]
-        return CriterionResult("formula", False, error=message[:MAX_ERROR])
-    if not isinstance(value, bool):
-        return CriterionResult(
-            "formula", False, error=f"the formula gave {value!r}, not true/false"
-        )
-    why = "the formula holds" if value else "the formula does not hold"
-    return CriterionResult("formula", value, 1.0 if value else 0.0, why)
-
-
-def _fallback(criterion: Criterion, answer: str) -> CriterionResult:
-    """The deterministic grader used when no LLM grades: similarity to the reference."""
-    best = SimilarityIndex([criterion.reference or ""]).best(answer)
-    score = round(best[1], 3) if best else 0.0
-    passed = score >= criterion.pass_score
-    why = (
-        f"fallback grader (no grading model): similarity {score:.2f} to the reference "
-        f"answer, {'at or above' if passed else 'below'} the bar of {criterion.pass_score}"
-    )
-    return CriterionResult("ai-fallback", passed, score, why)  # fmt: skip
+async def catalog(
+    session: AsyncSession, configured: Sequence[QualificationSettings]
+) -> dict[str, QualificationSettings]:
+    """The qualifications in force: the YAML's, each replaced by one of its name defined
+    over the API, plus those defined only over the API."""
+    merged = {q.name: q for q in configured}
+    found = await session.execute(select(QualificationDefinition))
+    for row in found.scalars():
+        try:
+            merged[row.name] = QualificationSettings.model_validate(row.body)
+        except ValidationError as exc:  # saved valid; a later release may read it otherwise
+            log.warning("qualification %s as saved no longer loads: %s", row.name, exc)
+    return merged
 
 
 # -- the lifecycle --------------------------------------------------------------------
@@ -253,56 +233,140 @@ async def enroll(
     return progress
 
 
+def _draft(progress: QualificationProgress, requirement: Requirement) -> dict[str, Any]:
+    draft = (progress.drafts or {}).get(requirement.id)
+    if draft is None:
+        raise QualificationError(f"the chat {requirement.id} has not started")
+    return dict(draft)
+
+
+def _save(progress: QualificationProgress, requirement: Requirement, draft: dict[str, Any]) -> None:
+    progress.drafts = {**(progress.drafts or {}), requirement.id: draft}  # a new value: saved
+
+
+def _scenario(qualification: QualificationSettings, requirement_id: str) -> Requirement:
+    for requirement in qualification.requirements:
+        if requirement.id == requirement_id and requirement.kind == "scenario":
+            return requirement
+    raise QualificationError(f"{qualification.name} has no simulated chat {requirement_id}")
+
+
+def start_chat(
+    progress: QualificationProgress, qualification: QualificationSettings, requirement_id: str,
+    now: datetime | None = None, again: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Open a simulated chat (the customer's opening line); an open one is returned as is
+    unless ``again``, which starts it over."""
+    requirement = _scenario(qualification, requirement_id)
+    if progress.status != "enrolled":
+        raise QualificationError(f"chats are taken while enrolled, not {progress.status}")
+    current = (progress.drafts or {}).get(requirement.id)
+    if current is not None and not again:
+        return dict(current)
+    at = (now or utcnow()).isoformat()
+    draft = {"transcript": [{"author": "customer", "text": requirement.opening, "at": at}],
+             "done": False}  # fmt: skip
+    _save(progress, requirement, draft)
+    return draft
+
+
+def member_turn(
+    progress: QualificationProgress, qualification: QualificationSettings, requirement_id: str,
+    text: str, now: datetime | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The member's message in a simulated chat (the customer answers separately)."""
+    requirement = _scenario(qualification, requirement_id)
+    if progress.status != "enrolled":
+        raise QualificationError(f"chats are taken while enrolled, not {progress.status}")
+    draft = _draft(progress, requirement)
+    if draft["done"]:
+        raise QualificationError("this chat has ended; submit it or start it again")
+    turn = {"author": "member", "text": text, "at": (now or utcnow()).isoformat()}
+    draft["transcript"] = [*draft["transcript"], turn]
+    _save(progress, requirement, draft)
+    return draft
+
+
+def customer_turn(
+    progress: QualificationProgress, requirement: Requirement, text: str, done: bool,
+    now: datetime | None = None,
+) -> bool:  # fmt: skip
+    """The simulated customer's answer, if the member spoke last (one answer however many
+    messages the member sent meanwhile). False: nothing to answer."""
+    draft = (progress.drafts or {}).get(requirement.id)
+    if progress.status != "enrolled" or draft is None or draft["done"]:
+        return False
+    if draft["transcript"][-1]["author"] != "member":
+        return False
+    turn = {"author": "customer", "text": text, "at": (now or utcnow()).isoformat()}
+    _save(progress, requirement, {"transcript": [*draft["transcript"], turn], "done": done})
+    return True
+
+
 async def submit(
     session: AsyncSession, qualification: QualificationSettings,
     progress: QualificationProgress, member: Member, answers: Mapping[str, str],
-    runner: Evaluator, now: datetime | None = None,
+    now: datetime | None = None,
 ) -> QualificationSubmission:  # fmt: skip
-    """The member's answers: recorded, graded, and the progress advanced."""
+    """The member's attempt: the answers to the questions (``answers``) and the simulated
+    chats so far, recorded; grading follows (``record``)."""
     now = now or utcnow()
     if progress.status != "enrolled":
         raise QualificationError(f"answers are taken while enrolled, not {progress.status}")
-    missing = [r.id for r in qualification.requirements if not answers.get(r.id, "").strip()]
+    drafts = progress.drafts or {}
+    stored: dict[str, Any] = {}
+    missing = []
+    for requirement in qualification.requirements:
+        if requirement.kind == "scenario":
+            transcript = (drafts.get(requirement.id) or {}).get("transcript", [])
+            if not any(t["author"] == "member" for t in transcript):
+                missing.append(f"{requirement.id} (the chat)")
+            stored[requirement.id] = transcript
+        elif not str(answers.get(requirement.id, "")).strip():
+            missing.append(requirement.id)
+        else:
+            stored[requirement.id] = answers[requirement.id]
     if missing:
         raise QualificationError(f"no answer for {', '.join(missing)}")
-    labels = await _labels(session, member.id)
     _move(session, progress, "submitted", member.id, "answers submitted", now)
     progress.attempts += 1
     progress.last_submitted_at = now
+    progress.drafts = {}
     submission = QualificationSubmission(
-        progress_id=progress.id, attempt=progress.attempts,
-        answers={r.id: answers[r.id] for r in qualification.requirements}, results=[],
+        progress_id=progress.id, attempt=progress.attempts, answers=stored, results=[],
         passed=False, created_at=now,
     )  # fmt: skip
     session.add(submission)
-    await regrade(session, qualification, progress, submission, member, runner, labels, now)
+    await session.flush()
     return submission
 
 
-async def regrade(
+async def candidate(session: AsyncSession, member: Member) -> Candidate:
+    found = await session.execute(select(Label.label).where(Label.member_id == member.id))
+    return Candidate(member.name or "", member.role, tuple(sorted(found.scalars())))
+
+
+def record(
     session: AsyncSession, qualification: QualificationSettings,
-    progress: QualificationProgress, submission: QualificationSubmission, member: Member,
-    runner: Evaluator, labels: Sequence[str] | None = None, now: datetime | None = None,
+    progress: QualificationProgress, submission: QualificationSubmission,
+    results: Sequence[RequirementResult], now: datetime | None = None,
 ) -> None:  # fmt: skip
-    """Grade ``submission`` (again) and, if the progress waits on it, advance it."""
+    """Store how ``submission`` graded and, if the progress waits on it, advance it (a
+    failed attempt that passes when graded again advances too)."""
     now = now or utcnow()
-    if labels is None:
-        labels = await _labels(session, member.id)
-    results = []
-    for requirement in qualification.requirements:
-        answer = str((submission.answers or {}).get(requirement.id, ""))
-        facts = activation(answer, requirement, member, labels)
-        results.append(await grade(requirement, facts, runner))
     submission.results = [asdict(r) for r in results]
     submission.passed = all(r.passed for r in results)
-    if progress.status != "submitted":
-        return
-    if submission.passed:
-        to: Status = "provisional" if qualification.admin_review else "qualified"
-        _move(session, progress, to, None, "every requirement passed", now)
-    else:
+    submission.graded_at = now
+    if submission.attempt != progress.attempts:
+        return  # an older attempt: its grade is kept, the progress is not its
+    passed_to: Status = "provisional" if qualification.admin_review else "qualified"
+    if progress.status == "submitted" and submission.passed:
+        _move(session, progress, passed_to, None, "every requirement passed", now)
+    elif progress.status == "submitted":
         failed = ", ".join(r.requirement for r in results if not r.passed)
         _move(session, progress, "failed", None, f"not passed: {failed}", now)
+    elif progress.status == "failed" and submission.passed:
+        _move(session, progress, passed_to, None, "regraded: every requirement passed", now)
 
 
 async def review(
@@ -335,11 +399,6 @@ async def history(
         .order_by(QualificationEvent.id)
     )
     return list(found.scalars())
-
-
-async def _labels(session: AsyncSession, member_id: int) -> list[str]:
-    found = await session.execute(select(Label.label).where(Label.member_id == member_id))
-    return sorted(found.scalars())
 
 
 async def qualified_by_workflow(

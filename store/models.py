@@ -384,6 +384,8 @@ class QualificationProgress(Base):
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_submitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Simulated chats in progress: requirement id -> {"transcript": [...], "done": bool}.
+    drafts: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -400,7 +402,19 @@ class QualificationSubmission(Base):
     answers: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     results: Mapped[list[Any]] = mapped_column(Json, default=list)
     passed: Mapped[bool] = mapped_column(Boolean, default=False)
+    graded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # None: not graded yet
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class QualificationDefinition(Base):
+    """A qualification defined or changed over the API; it replaces the YAML one of its name."""
+
+    __tablename__ = "qualification_definitions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class QualificationEvent(Base):

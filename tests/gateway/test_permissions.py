@@ -19,6 +19,7 @@ from store.models import (
     Inbound,
     Member,
     Message,
+    QualificationProgress,
     utcnow,
 )
 from tests.fakes.twilio_api import FakeTwilio
@@ -34,7 +35,9 @@ CUSTOM = {
     },
 }
 TABLES = ("members", "identities", "member_labels", "member_merges", "roles", "imports",
-          "api_tokens", "conversations", "messages", "handoffs", "outbox")  # fmt: skip
+          "api_tokens", "conversations", "messages", "handoffs", "outbox",
+          "qualification_progress", "qualification_submissions", "qualification_events",
+          "qualification_definitions")  # fmt: skip
 
 
 @dataclass
@@ -61,6 +64,11 @@ LIVE = {
         "groups": [{"name": "team", "filter": {"field": "kind", "op": "eq", "value": "team"}}],
     }
 }
+BASICS = {
+    "name": "basics",
+    "requirements": [{"id": "one", "prompt": "1 + 1?", "criteria": [{"formula": 'answer == "2"'}]}],
+}
+QUALIFIED = "/api/members/{team}/qualifications/basics"
 CASES = [
     Case("GET", "/api/members", None, dict.fromkeys(READERS, 200)),
     Case("POST", "/api/members", {"email": "new@example.com"}, dict.fromkeys(ADMINS, 201)),
@@ -107,6 +115,21 @@ CASES = [
       for action, body, status in (("take", None, 200), ("reply", {"text": "hi"}, 200),
                                    ("notes", {"text": "hi"}, 201), ("handback", None, 204),
                                    ("close", None, 204))),
+    Case("GET", "/api/qualifications", None, dict.fromkeys(OPERATORS, 200)),
+    Case("GET", "/api/qualifications/basics", None, dict.fromkeys(OPERATORS, 200)),
+    Case("PUT", "/api/qualifications/basics", {**BASICS, "description": "new"},
+         dict.fromkeys(ADMINS, 200)),
+    Case("POST", "/api/qualifications/basics/enrollments", {"filter": {"label": "vip"}},
+         dict.fromkeys(ADMINS, 200)),
+    Case("GET", "/api/qualifications/basics/members", None, dict.fromkeys(ADMINS, 200)),
+    Case("GET", "/api/members/{team}/qualifications", None, dict.fromkeys(ADMINS, 200), 404),
+    # Only the member itself takes a qualification: {team} is nobody here.
+    Case("POST", QUALIFIED + "/submission", {"answers": {"one": "2"}}, {}, 404),
+    Case("POST", QUALIFIED + "/chats/one", None, {}, 404),
+    Case("POST", QUALIFIED + "/chats/one/messages", {"text": "hi"}, {}, 404),
+    Case("POST", QUALIFIED + "/review", {"approve": True, "note": "ok"},
+         dict.fromkeys(ADMINS, 200)),
+    Case("POST", QUALIFIED + "/revoke", {"reason": "no"}, dict.fromkeys(ADMINS, 200)),
 ]  # fmt: skip
 
 
@@ -128,6 +151,8 @@ async def _world(gw: Gateway) -> World:
         gw, "team@example.com", kind="team", role="operator", token=False
     )
     async with gw.services.sessions.begin() as session:
+        session.add(QualificationProgress(member_id=ids["team"], qualification="basics",
+                                          status="provisional", attempts=1, drafts={}))  # fmt: skip
         target = await session.get(Member, ids["target"])
         assert target is not None
         await credentials.create_token(session, target, "theirs")
@@ -189,7 +214,9 @@ async def test_every_endpoint_answers_every_role_as_the_design_says(
     database_url: str, twilio: tuple[FakeTwilio, str], case: Case, role: str
 ) -> None:
     fake, base = twilio
-    settings = make_settings(database_url, twilio_base=base, escalation=LIVE)
+    settings = make_settings(
+        database_url, twilio_base=base, escalation=LIVE, qualifications=[BASICS]
+    )
     async with Gateway.running(settings, fake) as gw:
         world = await _world(gw)
         api = Api(gw, world.tokens[role])

@@ -5,24 +5,36 @@ YAML errors that name where."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from agents.examiner import FallbackGrader
 from gateway.settings import from_mapping
 from people import cel
+from people.grading import grade_attempt
 from people.qualifications import (
     QualificationError,
     QualificationSettings,
+    candidate,
     enroll,
     history,
+    record,
     review,
     revoke,
     submit,
 )
-from store.models import Conversation, Handoff, Member, utcnow
+from store.models import (
+    Conversation,
+    Handoff,
+    Member,
+    QualificationProgress,
+    QualificationSubmission,
+    utcnow,
+)
 from tests.escalation.test_live import live_config
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Gateway, add_member
@@ -58,6 +70,19 @@ async def runner() -> AsyncIterator[cel.CelRunner]:
     await made.close()
 
 
+async def attempt(
+    session: AsyncSession, qualification: QualificationSettings, progress: QualificationProgress,
+    member: Member, answers: dict[str, str], runner: cel.CelRunner, now: datetime | None = None,
+) -> QualificationSubmission:  # fmt: skip
+    """Submit and grade at once (the gateway grades in the background: gateway.examinations)."""
+    submission = await submit(session, qualification, progress, member, answers, now=now)
+    who = await candidate(session, member)
+    results = await grade_attempt(qualification, submission.answers, who, runner,
+                                  FallbackGrader())  # fmt: skip
+    record(session, qualification, progress, submission, results, now=now)
+    return submission
+
+
 async def _member(gw: Gateway, email: str = "ann@example.com") -> Member:
     member_id, _ = await add_member(gw, email, kind="team", role="operator", name="Ann",
                                     token=False)  # fmt: skip
@@ -75,7 +100,7 @@ async def test_passing_answers_go_provisional_then_review_qualifies_with_every_s
     _, _admin_token = await add_member(gateway, "boss@example.com", kind="team", role="admin")
     async with gateway.services.sessions.begin() as session:
         progress = await enroll(session, ann, qualification, actor=None)
-        submission = await submit(session, qualification, progress, ann, GOOD, runner)
+        submission = await attempt(session, qualification, progress, ann, GOOD, runner)
         provisional = progress.status
         await review(session, progress, actor=ann.id, approve=True, note="good answers")
         steps = [(e.from_status, e.to_status, e.reason) for e in await history(session, progress)]
@@ -102,7 +127,7 @@ async def test_without_admin_review_passing_qualifies_at_once(
     ann = await _member(sqlite_gateway)
     async with sqlite_gateway.services.sessions.begin() as session:
         progress = await enroll(session, ann, qualification, actor=None)
-        await submit(session, qualification, progress, ann, GOOD, runner)
+        await attempt(session, qualification, progress, ann, GOOD, runner)
     assert progress.status == "qualified"
 
 
@@ -115,12 +140,12 @@ async def test_a_failed_attempt_says_why_and_waits_out_the_cooldown_and_the_atte
     now = utcnow()
     async with sqlite_gateway.services.sessions.begin() as session:
         progress = await enroll(session, ann, qualification, actor=None, now=now)
-        first = await submit(session, qualification, progress, ann, bad, runner, now=now)
+        first = await attempt(session, qualification, progress, ann, bad, runner, now=now)
         with pytest.raises(QualificationError, match="try again after"):
             await enroll(session, ann, qualification, actor=None, now=now)
         later = now + timedelta(hours=1, minutes=1)
         await enroll(session, ann, qualification, actor=None, now=later)
-        await submit(session, qualification, progress, ann, bad, runner, now=later)
+        await attempt(session, qualification, progress, ann, bad, runner, now=later)
         with pytest.raises(QualificationError, match="no attempts left"):
             await enroll(session, ann, qualification, actor=None, now=later + timedelta(days=1))
         steps = [e.reason for e in await history(session, progress)]
@@ -149,13 +174,13 @@ async def test_review_can_send_a_member_back_and_revoking_needs_something_to_rev
         with pytest.raises(QualificationError, match="nothing to revoke"):
             await revoke(session, progress, actor=ann.id, reason="x")
         with pytest.raises(QualificationError, match="no answer for card-change"):
-            await submit(session, qualification, progress, ann, {"double-charge": "x"}, runner)
-        await submit(session, qualification, progress, ann, GOOD, runner)
+            await attempt(session, qualification, progress, ann, {"double-charge": "x"}, runner)
+        await attempt(session, qualification, progress, ann, GOOD, runner)
         with pytest.raises(QualificationError, match="needs a note"):
             await review(session, progress, actor=ann.id, approve=False, note=" ")
         await review(session, progress, actor=ann.id, approve=False, note="answer in own words")
         back = progress.status
-        await submit(session, qualification, progress, ann, GOOD, runner)
+        await attempt(session, qualification, progress, ann, GOOD, runner)
         await review(session, progress, actor=ann.id, approve=True, note="ok")
         await revoke(session, progress, actor=ann.id, reason="complaints")
     assert back == "enrolled"
@@ -179,7 +204,7 @@ async def test_a_runaway_or_failing_formula_is_an_error_on_its_criterion_not_a_c
     answers = {"slow": "a", "zero": "b", "missing": "c"}
     async with sqlite_gateway.services.sessions.begin() as session:
         progress = await enroll(session, ann, qualification, actor=None)
-        submission = await submit(session, qualification, progress, ann, answers, runner)
+        submission = await attempt(session, qualification, progress, ann, answers, runner)
     errors = {r["requirement"]: r["criteria"][0]["error"] for r in submission.results}
     assert progress.status == "failed"
     assert all(errors.values()), errors
@@ -271,7 +296,7 @@ async def test_routing_offers_a_workflow_s_conversations_only_to_qualified_opera
         qualification = QualificationSettings.model_validate(BILLING)
         async with gw.services.sessions.begin() as session:
             progress = await enroll(session, ann, qualification, actor=None)
-            await submit(session, qualification, progress, ann, GOOD, runner)
+            await attempt(session, qualification, progress, ann, GOOD, runner)
             await review(session, progress, actor=bob.id, approve=True, note="ok")
         live.forget_roles()
         after = await offered_to(await handoff("billing"))

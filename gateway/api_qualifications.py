@@ -1,0 +1,389 @@
+"""Qualifications over the API: define them, enroll members, take them, review and revoke.
+
+Admin side (``qualifications`` feature level in brackets):
+
+- ``GET /api/qualifications`` (use): those in force; criteria and reference answers only
+  for ``edit`` (a candidate does not see the answers).
+- ``GET /api/qualifications/{name}`` (use), ``PUT`` (edit): define or replace one; it
+  takes the place of the YAML one of that name. 422 names the path of each error.
+- ``POST /api/qualifications/{name}/enrollments`` (edit): ``{"member_ids": [...]}`` or
+  ``{"filter": <member filter>}``; team members only, each enrolled once.
+- ``GET /api/qualifications/{name}/members`` (edit): every member's progress,
+  ``?status=provisional`` for the review queue.
+- ``POST /api/members/{id}/qualifications/{name}/review`` (admin): ``{"approve", "note"}``;
+  ``.../revoke`` (admin): ``{"reason"}`` -- and what the member holds of the workflows it
+  unlocked goes back to the queue.
+
+Member side (the member itself, with ``qualifications: use``):
+
+- ``GET /api/members/{id}/qualifications``: their progress in each, with the questions,
+  chats so far, the last attempt's results and the history (edit: anyone's).
+- ``POST /api/members/{id}/qualifications/{name}/chats/{requirement}`` starts a simulated
+  chat (``{"again": true}`` starts it over); ``.../messages`` ``{"text"}`` is the member's
+  turn (the customer answers shortly after: read the progress again).
+- ``POST /api/members/{id}/qualifications/{name}/submission`` ``{"answers": {id: text}}``
+  records the attempt (202); it is graded in the background.
+
+A transition the lifecycle does not allow now is a 409 that says why.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import delete, select
+
+from gateway.api import Call, Endpoint, Unprocessable, admin, iso
+from gateway.errors import Conflict, NotFound, ValidationFailed
+from people import qualifications as q
+from people.filters import compile_filter
+from people.roles import Need
+from store.models import (
+    Member,
+    QualificationDefinition,
+    QualificationProgress,
+    QualificationSubmission,
+    utcnow,
+)
+
+USE = admin(Need(feature="qualifications", level="use"))
+EDIT = admin(Need(feature="qualifications", level="edit"))
+ADMIN = admin(Need(feature="qualifications", level="admin"))
+MAX_ENROLL = 1000
+MAX_ANSWER = 4000
+TAG = "qualifications"
+
+
+class EnrollBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    member_ids: list[int] | None = Field(default=None, max_length=MAX_ENROLL)
+    filter: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> EnrollBody:
+        if (self.member_ids is None) == (self.filter is None):
+            raise ValueError("give member_ids or filter")
+        return self
+
+
+class ReviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool
+    note: str = Field(min_length=1, max_length=2000)
+
+
+class RevokeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ChatBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    again: bool = False
+
+
+class MessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class SubmissionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answers: dict[str, Annotated[str, Field(max_length=MAX_ANSWER)]] = Field(default_factory=dict)
+
+
+def _public(qualification: q.QualificationSettings) -> dict[str, Any]:
+    """What a candidate sees: the questions and chats, not how they are graded."""
+    return {
+        "name": qualification.name, "description": qualification.description,
+        "workflows": qualification.workflows, "admin_review": qualification.admin_review,
+        "max_attempts": qualification.max_attempts,
+        "cooldown_hours": qualification.cooldown_hours,
+        "requirements": [
+            {"id": r.id, "kind": r.kind, "prompt": r.prompt, "choices": r.choices,
+             **({"persona": r.persona, "turn_limit": r.turn_limit} if r.kind == "scenario"
+                else {})}
+            for r in qualification.requirements
+        ],
+    }  # fmt: skip
+
+
+def _full(qualification: q.QualificationSettings, source: str) -> dict[str, Any]:
+    return {**qualification.model_dump(mode="json"), "source": source}
+
+
+async def _catalog(call: Call) -> dict[str, q.QualificationSettings]:
+    return await call.services.examinations.qualifications(call.session)
+
+
+async def _named(call: Call) -> q.QualificationSettings:
+    found = (await _catalog(call)).get(call.request.match_info["name"])
+    if found is None:
+        raise NotFound("no such qualification")
+    return found
+
+
+async def _sources(call: Call) -> set[str]:
+    return set((await call.session.execute(select(QualificationDefinition.name))).scalars())
+
+
+async def list_qualifications(call: Call) -> dict[str, Any]:
+    catalog, api = await _catalog(call), await _sources(call)
+    if not call.actor.may(EDIT):
+        return {"items": [_public(v) for v in catalog.values()]}
+    return {"items": [_full(v, "api" if k in api else "yaml") for k, v in catalog.items()]}
+
+
+async def get_qualification(call: Call) -> dict[str, Any]:
+    qualification = await _named(call)
+    if not call.actor.may(EDIT):
+        return _public(qualification)
+    api = await _sources(call)
+    return _full(qualification, "api" if qualification.name in api else "yaml")
+
+
+async def put_qualification(call: Call) -> dict[str, Any]:
+    name = call.request.match_info["name"]
+    qualification = await call.body(q.QualificationSettings, name=name)
+    workflows = {w.name for w in call.services.settings.workflows}
+    errors = q.unknown_workflows(qualification, workflows)
+    if errors:
+        raise Unprocessable("the qualification is not valid", errors)
+    body = qualification.model_dump(mode="json")
+    await call.session.execute(
+        delete(QualificationDefinition).where(QualificationDefinition.name == name)
+    )
+    call.session.add(QualificationDefinition(name=name, body=body, updated_by=call.actor.id,
+                                             updated_at=utcnow()))  # fmt: skip
+    call.after_commit.append(call.services.pipeline.live.forget_roles)
+    return _full(qualification, "api")
+
+
+async def enroll(call: Call) -> dict[str, Any]:
+    qualification = await _named(call)
+    body = await call.body(EnrollBody)
+    stmt = select(Member).order_by(Member.id)
+    if body.member_ids is not None:
+        stmt = stmt.where(Member.id.in_(body.member_ids))
+    else:
+        dialect = call.session.get_bind().dialect.name
+        stmt = stmt.where(compile_filter(body.filter, dialect).condition).limit(MAX_ENROLL + 1)
+    members = list((await call.session.execute(stmt)).scalars())
+    if len(members) > MAX_ENROLL:
+        raise ValidationFailed(f"the filter matches more than {MAX_ENROLL} members")
+    missing = sorted(set(body.member_ids or []) - {m.id for m in members})
+    enrolled: list[int] = []
+    unchanged: list[int] = []
+    refused = [{"member_id": i, "reason": "no such member"} for i in missing]
+    for member in members:
+        if member.kind != "team" or member.archived:
+            refused.append({"member_id": member.id, "reason": "only active team members"})
+            continue
+        before = await q.progress_of(call.session, member.id, qualification.name)
+        was = before.status if before is not None else None
+        try:
+            progress = await q.enroll(call.session, member, qualification, call.actor.id)
+        except q.QualificationError as exc:
+            refused.append({"member_id": member.id, "reason": str(exc)})
+            continue
+        (enrolled if progress.status == "enrolled" and was != "enrolled" else unchanged).append(
+            member.id
+        )
+    return {"enrolled": enrolled, "unchanged": unchanged, "refused": refused}
+
+
+async def members_of(call: Call) -> dict[str, Any]:
+    qualification = await _named(call)
+    stmt = (
+        select(QualificationProgress, Member.name)
+        .join(Member, Member.id == QualificationProgress.member_id)
+        .where(QualificationProgress.qualification == qualification.name)
+        .order_by(QualificationProgress.id)
+    )
+    status = call.request.query.get("status")
+    if status:
+        stmt = stmt.where(QualificationProgress.status == status)
+    found = (await call.session.execute(stmt)).all()
+    return {"items": [{**_progress(p), "name": name} for p, name in found]}
+
+
+def _progress(progress: QualificationProgress) -> dict[str, Any]:
+    return {
+        "member_id": progress.member_id, "qualification": progress.qualification,
+        "status": progress.status, "attempts": progress.attempts,
+        "last_submitted_at": iso(progress.last_submitted_at),
+        "updated_at": iso(progress.updated_at),
+    }  # fmt: skip
+
+
+async def _latest(call: Call, progress: QualificationProgress) -> dict[str, Any] | None:
+    found = await call.session.execute(
+        select(QualificationSubmission)
+        .where(QualificationSubmission.progress_id == progress.id)
+        .order_by(QualificationSubmission.id.desc())
+        .limit(1)
+    )
+    submission = found.scalar_one_or_none()
+    if submission is None:
+        return None
+    return {"attempt": submission.attempt, "graded": submission.graded_at is not None,
+            "passed": submission.passed, "results": submission.results,
+            "submitted_at": iso(submission.created_at)}  # fmt: skip
+
+
+async def _member(call: Call, need: Need = USE) -> Member:
+    """The path's member: the caller itself (with ``need``), or anyone for ``edit``."""
+    member_id = call.path_id(what="member")
+    mine = member_id == call.actor.id and call.actor.may(need)
+    member = await call.session.get(Member, member_id)
+    if member is None or not (mine or call.actor.may(EDIT)):
+        raise NotFound("no such member")
+    return member
+
+
+async def member_progress(call: Call) -> dict[str, Any]:
+    member = await _member(call)
+    items = []
+    for qualification in (await _catalog(call)).values():
+        progress = await q.progress_of(call.session, member.id, qualification.name)
+        if progress is None:
+            continue
+        events = await q.history(call.session, progress)
+        items.append({
+            **_progress(progress), "qualification": _public(qualification),
+            "chats": progress.drafts or {}, "latest": await _latest(call, progress),
+            "history": [{"from": e.from_status, "to": e.to_status, "actor_id": e.actor_id,
+                         "reason": e.reason, "at": iso(e.created_at)} for e in events],
+        })  # fmt: skip
+    return {"items": items}
+
+
+async def _mine(call: Call) -> tuple[Member, q.QualificationSettings, QualificationProgress]:
+    """The caller's own progress in the path's qualification (locked for this change)."""
+    member = await _member(call)
+    if member.id != call.actor.id:
+        raise NotFound("only the member takes its qualification")
+    qualification = await _named(call)
+    found = await call.session.execute(
+        select(QualificationProgress)
+        .where(QualificationProgress.member_id == member.id,
+               QualificationProgress.qualification == qualification.name)
+        .with_for_update()
+    )  # fmt: skip
+    progress = found.scalar_one_or_none()
+    if progress is None:
+        raise NotFound("you are not enrolled in this qualification")
+    return member, qualification, progress
+
+
+def _lifecycle(error: q.QualificationError) -> Conflict:
+    return Conflict(str(error))
+
+
+async def start_chat(call: Call) -> dict[str, Any]:
+    _, qualification, progress = await _mine(call)
+    body = await call.body(ChatBody)
+    try:
+        return q.start_chat(progress, qualification, call.request.match_info["requirement"],
+                            again=body.again)  # fmt: skip
+    except q.QualificationError as exc:
+        raise _lifecycle(exc) from exc
+
+
+async def chat_message(call: Call) -> dict[str, Any]:
+    _, qualification, progress = await _mine(call)
+    requirement = call.request.match_info["requirement"]
+    text = (await call.body(MessageBody)).text
+    try:
+        draft = q.member_turn(progress, qualification, requirement, text)
+    except q.QualificationError as exc:
+        raise _lifecycle(exc) from exc
+    exams, progress_id = call.services.examinations, progress.id
+    call.after_commit.append(lambda: exams.answer_soon(progress_id, requirement))
+    return draft
+
+
+async def submit(call: Call) -> dict[str, Any]:
+    member, qualification, progress = await _mine(call)
+    answers = (await call.body(SubmissionBody)).answers
+    try:
+        submission = await q.submit(call.session, qualification, progress, member, answers)
+    except q.QualificationError as exc:
+        raise _lifecycle(exc) from exc
+    exams, submission_id = call.services.examinations, submission.id
+    call.after_commit.append(lambda: exams.grade_soon(submission_id))
+    return {**_progress(progress), "attempt": submission.attempt}
+
+
+async def _progress_for_admin(call: Call) -> tuple[q.QualificationSettings, QualificationProgress]:
+    member = await _member(call, EDIT)
+    qualification = await _named(call)
+    progress = await q.progress_of(call.session, member.id, qualification.name)
+    if progress is None:
+        raise NotFound("the member is not enrolled in this qualification")
+    return qualification, progress
+
+
+async def review(call: Call) -> dict[str, Any]:
+    _, progress = await _progress_for_admin(call)
+    body = await call.body(ReviewBody)
+    try:
+        await q.review(call.session, progress, call.actor.id, body.approve, body.note)
+    except q.QualificationError as exc:
+        raise _lifecycle(exc) from exc
+    if body.approve:
+        call.after_commit.append(call.services.pipeline.live.qualified)
+    return _progress(progress)
+
+
+async def revoke(call: Call) -> dict[str, Any]:
+    qualification, progress = await _progress_for_admin(call)
+    body = await call.body(RevokeBody)
+    try:
+        await q.revoke(call.session, progress, call.actor.id, body.reason)
+    except q.QualificationError as exc:
+        raise _lifecycle(exc) from exc
+    # What another qualification of theirs still unlocks stays theirs.
+    kept: set[str] = set()
+    for other in (await _catalog(call)).values():
+        held = await q.progress_of(call.session, progress.member_id, other.name)
+        if other.name != qualification.name and held is not None and held.status == "qualified":
+            kept.update(other.workflows)
+    lost = [w for w in qualification.workflows if w not in kept]
+    live, member_id = call.services.pipeline.live, progress.member_id
+    call.after_commit.append(lambda: live.disqualified(member_id, lost))
+    return _progress(progress)
+
+
+ONE = "/api/qualifications/{name}"
+MINE = "/api/members/{id}/qualifications/{name}"
+ENDPOINTS = [
+    Endpoint("GET", "/api/qualifications", list_qualifications, "Qualifications in force",
+             USE, tag=TAG),
+    Endpoint("GET", ONE, get_qualification, "A qualification", USE, tag=TAG),
+    Endpoint("PUT", ONE, put_qualification, "Define or replace a qualification", EDIT,
+             q.QualificationSettings, tag=TAG),
+    Endpoint("POST", ONE + "/enrollments", enroll, "Enroll members (ids or a filter)", EDIT,
+             EnrollBody, tag=TAG),
+    Endpoint("GET", ONE + "/members", members_of, "Members' progress", EDIT, tag=TAG,
+             query={"status": "only this status (provisional: the review queue)"}),
+    Endpoint("GET", "/api/members/{id}/qualifications", member_progress,
+             "A member's qualifications", None, tag=TAG),
+    Endpoint("POST", MINE + "/chats/{requirement}", start_chat, "Start a simulated chat",
+             None, ChatBody, tag=TAG),
+    Endpoint("POST", MINE + "/chats/{requirement}/messages", chat_message,
+             "Say something in a simulated chat", None, MessageBody, tag=TAG),
+    Endpoint("POST", MINE + "/submission", submit, "Submit an attempt", None, SubmissionBody,
+             status=202, tag=TAG),
+    Endpoint("POST", MINE + "/review", review, "Review a provisional member", ADMIN,
+             ReviewBody, tag=TAG),
+    Endpoint("POST", MINE + "/revoke", revoke, "Revoke a qualification", ADMIN, RevokeBody,
+             tag=TAG),
+]  # fmt: skip

@@ -1,0 +1,465 @@
+"""Qualifications through the API and the running gateway: the demo's billing-support
+qualification from enrollment to routing, definitions over the API, revocation, grading
+by a model with structured output, a model-played customer, and what survives a crash."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, expect
+from sqlalchemy import select
+
+from gateway.settings import from_mapping, load
+from store.models import Conversation, Handoff, Inbound, QualificationSubmission
+from tests.escalation.test_live import live_config
+from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.twilio_api import FakeTwilio
+from tests.helpers import Api, Gateway, add_member, eventually, receive
+
+Q = "/api/qualifications/billing-support"
+GOOD_ANSWERS = {
+    "double-charge": "I'm sorry! I will check both charges on the account and refund the "
+    "duplicate charge today.",
+    "refund-days": "3-5",
+}
+CHAT = [
+    "I'm so sorry about that, Dana. Let me check both charges on your account.",
+    "I see the two $120 charges, so I've refunded the duplicate charge.",
+    "The refund reaches your card in 3-5 business days.",
+]
+
+
+async def _team(gw: Gateway, name: str, role: str = "operator", **fields: Any) -> tuple[int, Api]:
+    member_id, token = await add_member(gw, f"{name.lower()}@example.com", kind="team",
+                                        role=role, name=name, **fields)  # fmt: skip
+    return member_id, Api(gw, token)
+
+
+async def _mine(api: Api, member_id: int) -> dict[str, Any]:
+    status, body = await api.get(f"/api/members/{member_id}/qualifications")
+    assert status == 200, body
+    [item] = [i for i in body["items"] if i["qualification"]["name"] == "billing-support"]
+    return dict(item)
+
+
+async def _take_it(api: Api, member_id: int) -> dict[str, Any]:
+    """Answer the questions and hold the simulated chat, as the console does."""
+    mine = f"/api/members/{member_id}/qualifications/billing-support"
+    status, chat = await api.post(f"{mine}/chats/upset-patient")
+    assert status == 200, chat
+    assert chat["transcript"][0]["text"] == "Hi, I was charged twice for my cleaning last week!"
+    for turn, text in enumerate(CHAT, start=1):
+        status, chat = await api.post(f"{mine}/chats/upset-patient/messages", {"text": text})
+        assert status == 200, chat
+
+        async def answered(turn: int = turn) -> bool:
+            transcript = (await _mine(api, member_id))["chats"]["upset-patient"]["transcript"]
+            return len(transcript) == 2 * turn + 1
+
+        await eventually(answered)
+    chat = (await _mine(api, member_id))["chats"]["upset-patient"]
+    status, body = await api.post(f"{mine}/submission", {"answers": GOOD_ANSWERS})
+    assert status == 202, body
+    return dict(chat)
+
+
+async def _billing_chat(gw: Gateway) -> int:
+    """A web chat customer with a double charge; the billing workflow hands off."""
+    ws = await gw.chat()
+    await ws.send_json({"type": "hello"})
+    await receive(ws, "welcome")
+    for i, text in enumerate(("Hi, I was charged twice on my bill", "Cy Young", "charged twice")):
+        await ws.send_json({"type": "message", "text": text, "client_id": f"c{i}"})
+        await receive(ws, "ack")
+        await receive(ws, "message")
+    await ws.close()
+
+    async def handed_off() -> bool:
+        return bool(await gw.all(select(Handoff)))
+
+    await eventually(handed_off)
+    [handoff] = await gw.all(select(Handoff))
+    [conversation] = await gw.all(select(Conversation).where(Conversation.id ==
+                                                             handoff.conversation_id))  # fmt: skip
+    assert conversation.workflow == "billing"
+    return handoff.id
+
+
+async def test_demo_billing_qualification_enrolled_to_qualified_then_routing_offers_billing(
+    database_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    settings = load(env={"FRONTDESK_DATABASE_URL": database_url})
+    async with Gateway.running(settings, twilio[0]) as gw:
+        _, admin = await _team(gw, "Boss", role="admin")
+        bob_id, bob = await _team(gw, "Bob")
+        ann_id, ann = await _team(gw, "Ann", labels=["billing-team"])
+        assert (await bob.post("/api/operators/live"))[0] == 200  # Bob first: wins any tie
+        assert (await ann.post("/api/operators/live"))[0] == 200
+        handoff_id = await _billing_chat(gw)
+        live = gw.services.pipeline.live
+        await live.route_queued()
+        [waiting] = await gw.all(select(Handoff).where(Handoff.id == handoff_id))
+        assert waiting.operator_id is None  # nobody is qualified for billing yet
+
+        # What a candidate sees: the questions, not the reference answers.
+        status, public = await ann.get(Q)
+        assert status == 200
+        assert "criteria" not in json.dumps(public)
+        status, enrolled = await admin.post(
+            f"{Q}/enrollments", {"filter": {"label": "billing-team"}}
+        )
+        assert (status, enrolled["enrolled"]) == (200, [ann_id])
+        chat = await _take_it(ann, ann_id)
+        assert [t["author"] for t in chat["transcript"]] == ["customer", "member"] * 3 + [
+            "customer"
+        ]
+        assert chat["transcript"][-1]["text"] == "Thanks, that's all I needed."
+        assert chat["done"] is True
+
+        async def graded() -> bool:
+            return (await _mine(ann, ann_id))["status"] != "submitted"
+
+        await eventually(graded, timeout=20)
+        progress = await _mine(ann, ann_id)
+        assert progress["status"] == "provisional", progress["latest"]
+        results = {r["requirement"]: r for r in progress["latest"]["results"]}
+        assert all(r["passed"] for r in results.values())
+        assert [c["kind"] for c in results["upset-patient"]["criteria"]] == [
+            "formula",
+            "ai-fallback",
+        ]
+        await live.route_queued()
+        [still] = await gw.all(select(Handoff).where(Handoff.id == handoff_id))
+        assert still.operator_id is None  # provisional is not qualified
+
+        status, queue = await admin.get(f"{Q}/members?status=provisional")
+        assert [m["member_id"] for m in queue["items"]] == [ann_id]
+        assert (await bob.post(f"/api/members/{ann_id}/qualifications/billing-support/review",
+                               {"approve": True, "note": "ok"}))[0] == 403  # fmt: skip
+        status, reviewed = await admin.post(
+            f"/api/members/{ann_id}/qualifications/billing-support/review",
+            {"approve": True, "note": "Good chat; clear on refund times."},
+        )
+        assert (status, reviewed["status"]) == (200, "qualified")
+
+        async def offered() -> bool:
+            [found] = await gw.all(select(Handoff).where(Handoff.id == handoff_id))
+            return found.operator_id is not None
+
+        await eventually(offered)
+        [handoff] = await gw.all(select(Handoff).where(Handoff.id == handoff_id))
+        history = [(h["to"], h["reason"]) for h in (await _mine(admin, ann_id))["history"]]
+    assert handoff.operator_id == ann_id != bob_id
+    assert history == [
+        ("enrolled", "enrolled"),
+        ("submitted", "answers submitted"),
+        ("provisional", "every requirement passed"),
+        ("qualified", "Good chat; clear on refund times."),
+    ]
+
+
+BASIC: dict[str, Any] = {
+    "workflows": ["billing"],
+    "admin_review": False,
+    "requirements": [{"id": "days", "prompt": "Refund days?", "choices": ["1-2", "3-5"],
+                      "criteria": [{"formula": "answer == choices[1]"}]}],
+}  # fmt: skip
+
+
+def _billing_config(database_url: str, base: str, **qualification: Any) -> dict[str, Any]:
+    """Live operators, a billing workflow, and the billing-support ``qualification``."""
+    raw = live_config(database_url, base)
+    raw["workflows"] = [{"name": "billing", "steps": [{"say": "Let me look at your bill."}]}]
+    raw["qualifications"] = [{"name": "billing-support", **qualification}]
+    return raw
+
+
+async def test_definitions_over_the_api_say_where_they_are_wrong_and_need_edit(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    raw = _billing_config(sqlite_url, base, **BASIC, description="from YAML")
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, admin = await _team(gw, "Boss", role="admin")
+        _, ann = await _team(gw, "Ann")
+        wrong = [{"id": "x", "prompt": "?", "criteria": [{"formula": "salary > 1"}]}]
+        bad = {**BASIC, "workflows": ["billing", "shipping"], "requirements": wrong}
+        status, body = await admin.call("PUT", Q, bad)
+        assert status == 422
+        assert "requirements.0.criteria.0.formula" in {d["path"] for d in body["error"]["details"]}
+        status, body = await admin.call("PUT", Q, {**BASIC, "workflows": ["shipping"]})
+        assert (status, body["error"]["details"][0]["path"]) == (422, "workflows[0]")
+        assert (await ann.call("PUT", Q, {**BASIC, "description": "mine"}))[0] == 403
+        assert (await admin.get(Q))[1]["description"] == "from YAML"
+
+        status, saved = await admin.call("PUT", Q, {**BASIC, "description": "from the API"})
+        assert (status, saved["source"]) == (200, "api")
+        status, listed = await admin.get("/api/qualifications")
+        assert [(q["name"], q["description"], q["source"]) for q in listed["items"]] == [
+            ("billing-support", "from the API", "api")
+        ]
+        assert (await ann.get("/api/qualifications"))[1]["items"][0]["requirements"][0] == {
+            "id": "days", "kind": "question", "prompt": "Refund days?", "choices": ["1-2", "3-5"],
+        }  # fmt: skip
+        assert (await ann.get("/api/qualifications/nothing"))[0] == 404
+
+
+async def test_revoking_sends_the_member_s_billing_conversations_back_to_the_queue(
+    database_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    raw = _billing_config(database_url, base, **BASIC)
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, admin = await _team(gw, "Boss", role="admin")
+        ann_id, ann = await _team(gw, "Ann")
+        customer, _ = await add_member(gw, "customer@example.org", token=False)
+        enrolled = (await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]}))[1]
+        assert enrolled["enrolled"] == [ann_id]
+        mine = f"/api/members/{ann_id}/qualifications/billing-support"
+        assert (await ann.post(f"{mine}/submission", {"answers": {"days": "3-5"}}))[0] == 202
+
+        async def qualified() -> bool:
+            return (await _mine(ann, ann_id))["status"] == "qualified"
+
+        await eventually(qualified, timeout=20)
+        assert (await ann.post("/api/operators/live"))[0] == 200
+        ids = []
+        async with gw.services.sessions.begin() as session:
+            for workflow in ("billing", None):
+                conversation = Conversation(member_id=customer, channel="sms", status="queued",
+                                            inbox=f"+1415555{workflow}", workflow=workflow,
+                                            data={})  # fmt: skip
+                session.add(conversation)
+                await session.flush()
+                handoff = Handoff(conversation_id=conversation.id, reason="t", trigger="t")
+                session.add(handoff)
+                await session.flush()
+                ids.append(handoff.id)
+        gw.services.pipeline.live.route_soon(ids)
+
+        async def both_offered() -> bool:
+            found = await gw.all(select(Handoff).where(Handoff.id.in_(ids)))
+            return all(h.operator_id == ann_id for h in found)
+
+        await eventually(both_offered)
+        for handoff_id in ids:
+            async with gw.services.sessions() as session:
+                conversation_id = (await session.get(Handoff, handoff_id)).conversation_id  # type: ignore[union-attr]
+            assert (await ann.post(f"/api/conversations/{conversation_id}/take"))[0] == 200
+        status, body = await admin.post(f"{mine}/revoke", {"reason": "complaints"})
+        assert (status, body["status"]) == (200, "revoked")
+
+        async def billing_back() -> bool:
+            [billing] = await gw.all(select(Handoff).where(Handoff.id == ids[0]))
+            return billing.operator_id is None
+
+        await eventually(billing_back)
+        await gw.services.pipeline.live.route_queued()
+        billing, other = [await gw.all(select(Handoff).where(Handoff.id == i)) for i in ids]
+        [billing_conversation] = await gw.all(
+            select(Conversation).where(Conversation.id == billing[0].conversation_id)
+        )
+    assert billing[0].operator_id is None  # and not offered to her again
+    assert billing_conversation.status == "queued"
+    assert other[0].operator_id == ann_id  # not billing: still hers
+    assert other[0].taken_at is not None
+
+
+@pytest.fixture
+async def openai_fake() -> AsyncIterator[tuple[FakeOpenAI, str]]:
+    fake = FakeOpenAI()
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    yield fake, str(server.make_url("/v1"))
+    await server.close()
+
+
+async def test_a_grading_model_and_a_model_played_customer_through_the_openai_wire(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], openai_fake: tuple[FakeOpenAI, str]
+) -> None:
+    fake, base = twilio
+    llm, url = openai_fake
+    model = {"model": "openai:gpt-4.1-mini", "base_url": url, "api_key": "sk-test"}
+    chat = {
+        "id": "chat", "kind": "scenario", "prompt": "Help Dana.", "persona": "Dana, upset",
+        "goal": "a refund", "opening": "I was charged twice!", "customer": model,
+        "criteria": [{"rubric": "Refunds the duplicate.", "reference": "I refunded it."}],
+    }  # fmt: skip
+    raw = _billing_config(sqlite_url, base, workflows=["billing"], grader=model,
+                          requirements=[chat])  # fmt: skip
+    llm.script = [
+        "Thank you! That's all. [done]",
+        json.dumps({"passed": True, "score": 0.9, "rationale": "Apologised and refunded."}),
+    ]
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, admin = await _team(gw, "Boss", role="admin")
+        ann_id, ann = await _team(gw, "Ann")
+        await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]})
+        mine = f"/api/members/{ann_id}/qualifications/billing-support"
+        await ann.post(f"{mine}/chats/chat")
+        await ann.post(f"{mine}/chats/chat/messages", {"text": "Sorry! Refunded the duplicate."})
+
+        async def ended() -> bool:
+            return bool((await _mine(ann, ann_id))["chats"]["chat"]["done"])
+
+        await eventually(ended)
+        transcript = (await _mine(ann, ann_id))["chats"]["chat"]["transcript"]
+        assert (await ann.post(f"{mine}/submission", {}))[0] == 202
+
+        async def graded() -> bool:
+            return (await _mine(ann, ann_id))["status"] == "provisional"
+
+        await eventually(graded)
+        [result] = (await _mine(ann, ann_id))["latest"]["results"]
+    assert transcript[-1] == {
+        **transcript[-1],
+        "author": "customer",
+        "text": "Thank you! That's all.",
+    }
+    customer_request, grading_request = llm.requests
+    assert customer_request["messages"][0]["role"] == "system"
+    assert "Dana, upset" in customer_request["messages"][0]["content"]
+    said = customer_request["messages"][-1]
+    assert said == {"role": "user", "content": "Sorry! Refunded the duplicate."}
+    assert "response_format" in grading_request or "tools" in grading_request
+    assert "<answer>\ncustomer: I was charged twice!" in grading_request["messages"][-1]["content"]
+    verdict = {"kind": "ai", "passed": True, "score": 0.9, "rationale": "Apologised and refunded."}
+    assert result["criteria"] == [{**verdict, "error": None}]
+
+
+async def test_a_submission_left_ungraded_by_a_crash_is_graded_by_the_sweep(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    from people import qualifications as q
+
+    fake, base = twilio
+    raw = _billing_config(sqlite_url, base, **BASIC)
+    settings = from_mapping(raw, env={})
+    async with Gateway.running(settings, fake) as gw:
+        ann_id, _ = await _team(gw, "Ann")
+        async with gw.services.sessions.begin() as session:  # what a 202 committed, no grade
+            from store.models import Member
+
+            ann = await session.get(Member, ann_id)
+            assert ann is not None
+            qualification = settings.qualifications[0]
+            progress = await q.enroll(session, ann, qualification, actor=None)
+            await q.submit(session, qualification, progress, ann, {"days": "3-5"})
+        assert await gw.services.examinations.sweep() == 1
+        assert await gw.services.examinations.sweep() == 0  # graded once
+        [submission] = await gw.all(select(QualificationSubmission))
+        async with gw.services.sessions() as session:
+            status = (await q.progress_of(session, ann_id, "billing-support")).status  # type: ignore[union-attr]
+    assert submission.graded_at is not None
+    assert submission.passed
+    assert status == "qualified"
+
+
+async def test_webhooks_are_answered_while_a_runaway_formula_is_being_graded(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    numbers = "[" + ",".join(str(i) for i in range(60)) + "]"
+    runaway = f"{numbers}.map(a, {numbers}.map(b, {numbers}.map(c, a * b * c))).size() > 0"
+    slow = {"id": "slow", "prompt": "?", "criteria": [{"formula": runaway}]}
+    raw = _billing_config(sqlite_url, base, workflows=["billing"], requirements=[slow])
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        await gw.services.runtime.cel.warm_up()
+        _, admin = await _team(gw, "Boss", role="admin")
+        ann_id, ann = await _team(gw, "Ann")
+        await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]})
+        mine = f"/api/members/{ann_id}/qualifications/billing-support"
+        assert (await ann.post(f"{mine}/submission", {"answers": {"slow": "x"}}))[0] == 202
+        latencies = []
+        for i in range(5):
+            started = time.perf_counter()
+            response = await gw.sms(f"hello {i}", sid=f"SM{i:032d}")
+            latencies.append(time.perf_counter() - started)
+            assert response.status == 200
+        grading_meanwhile = (await _mine(ann, ann_id))["status"] == "submitted"
+        stored = await gw.count(Inbound)
+
+        async def graded() -> bool:
+            return (await _mine(ann, ann_id))["status"] == "failed"
+
+        await eventually(graded, timeout=20)
+        [result] = (await _mine(ann, ann_id))["latest"]["results"]
+    print(f"webhook latency during a runaway evaluation: max {max(latencies) * 1000:.1f} ms")
+    assert grading_meanwhile  # every webhook was answered while the runaway still ran
+    assert stored == 5
+    assert "took longer than" in result["criteria"][0]["error"]
+
+
+async def test_the_cli_grades_the_latest_attempt_again_after_a_formula_is_fixed(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway import cli_qualifications
+
+    fake, base = twilio
+    wrong = {**BASIC["requirements"][0], "criteria": [{"formula": 'answer == "3 to 5"'}]}
+    raw = _billing_config(sqlite_url, base, **{**BASIC, "requirements": [wrong]})
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, admin = await _team(gw, "Boss", role="admin")
+        ann_id, ann = await _team(gw, "Ann")
+        await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]})
+        mine = f"/api/members/{ann_id}/qualifications/billing-support"
+        assert (await ann.post(f"{mine}/submission", {"answers": {"days": "3-5"}}))[0] == 202
+
+        async def failed() -> bool:
+            return (await _mine(ann, ann_id))["status"] == "failed"
+
+        await eventually(failed, timeout=20)
+    missing = await cli_qualifications.grade(from_mapping(raw, env={}), "billing-support", "x@y.z")
+    raw["qualifications"] = [{"name": "billing-support", **BASIC}]  # the formula, fixed
+    fixed = from_mapping(raw, env={})
+    assert await cli_qualifications.grade(fixed, "billing-support", "ann@example.com") == 0
+    again = await cli_qualifications.grade(fixed, "billing-support", str(ann_id))
+    out = capsys.readouterr()
+    assert missing == 2
+    assert "no member x@y.z" in out.err
+    assert "days: passed\n  formula 1.00: the formula holds" in out.out
+    assert f"attempt 1: passed; billing-support is qualified for member {ann_id}" in out.out
+    assert again == 0
+
+
+@pytest.mark.browser
+async def test_a_member_takes_the_demo_qualification_in_the_console(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], browser: Browser
+) -> None:
+    settings = load(env={"FRONTDESK_DATABASE_URL": sqlite_url})
+    async with Gateway.running(settings, twilio[0]) as gw:
+        _, admin = await _team(gw, "Boss", role="admin")
+        ann_id, ann_token = await add_member(gw, "ann@example.com", kind="team", role="operator",
+                                             name="Ann")  # fmt: skip
+        await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]})
+        page = await browser.new_page()
+        await page.goto(str(gw.client.make_url("/console")))
+        await page.fill("#token", ann_token)
+        await page.click("#signin button[type=submit]")
+        await expect(page.locator("#quals li.item")).to_contain_text("enrolled")
+        await page.click("#quals li.item")
+        exam = page.locator("#exam")
+        await exam.locator('[name="q-double-charge"]').fill(GOOD_ANSWERS["double-charge"])
+        await exam.locator('input[name="q-refund-days"][value="3-5"]').check()
+        await exam.get_by_role("button", name="Start the chat").click()
+        chat = exam.locator('[data-requirement="upset-patient"] .chat .msg')
+        await expect(chat).to_have_text(["Hi, I was charged twice for my cleaning last week!"])
+        for turn, text in enumerate(CHAT, start=1):
+            await exam.locator('[name="chat-upset-patient"]').fill(text)
+            await exam.locator('[name="chat-upset-patient"]').press("Enter")
+            await expect(chat).to_have_count(2 * turn + 1)
+        await expect(chat.last).to_have_text("Thanks, that's all I needed.")
+        # The answers typed before the chat are still there after the view re-rendered.
+        await expect(exam.locator('[name="q-double-charge"]')).to_have_value(
+            GOOD_ANSWERS["double-charge"]
+        )
+        await exam.get_by_role("button", name="Submit answers").click()
+        await expect(page.locator("#quals li.item")).to_contain_text("provisional", timeout=20000)
+        await expect(exam.locator(".result.pass")).to_have_count(3)
+        await expect(exam).to_contain_text("fallback grader")
+        await page.close()
