@@ -54,6 +54,7 @@ class EscalationRequest:
 
     reason: str
     trigger: str
+    workflow: str | None = None  # the workflow that asked (a step, or its failure)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ instructions; what a model answers is cut to ``MAX_LINE`` characters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,21 +83,26 @@ def _rendered(facts: Mapping[str, Any]) -> str:
 
 
 class ModelGrader:
-    """A LangChain chat model grading with structured output."""
+    """A LangChain chat model grading with structured output. The model is made when first
+    used, so a model that cannot start is an error on the criterion, like any failure."""
 
-    def __init__(self, model: BaseChatModel) -> None:
-        self._model = model.with_structured_output(Verdict)
+    def __init__(self, model: Callable[[], BaseChatModel]) -> None:
+        self._make = model
 
     async def grade(
         self, criterion: Criterion, requirement: Requirement, facts: Mapping[str, Any]
     ) -> CriterionResult:
         task = "simulated chat" if requirement.kind == "scenario" else "question"
+        # A tag of its own each time: an answer cannot close it and speak as the rubric.
+        tag = f"answer-{secrets.token_hex(4)}"
         asked = (
             f"The {task}:\n{requirement.prompt}\n\nRubric:\n{criterion.rubric}\n\n"
             f"Reference answer:\n{criterion.reference}\n\n"
-            f"<answer>\n{_rendered(facts)}\n</answer>"
+            f"<{tag}>\n{_rendered(facts)}\n</{tag}>"
         )
-        verdict = await self._model.ainvoke([SystemMessage(GRADER_PROMPT), HumanMessage(asked)])
+        model = self._make().with_structured_output(Verdict)
+        prompt = GRADER_PROMPT.replace("<answer>", f"<{tag}>")
+        verdict = await model.ainvoke([SystemMessage(prompt), HumanMessage(asked)])
         if not isinstance(verdict, Verdict):
             verdict = Verdict.model_validate(verdict)
         rationale = verdict.rationale[:MAX_LINE]
@@ -170,14 +176,16 @@ class Examiner:
 
             self._made[spec] = language_model(
                 spec.model, who, timeout=spec.timeout_seconds, base_url=spec.base_url,
-                api_key=spec.api_key, temperature=spec.temperature,
+                api_key=spec.api_key.get_secret_value() if spec.api_key else None,
+                temperature=spec.temperature,
             )  # fmt: skip
         return self._made[spec]
 
     def grader(self, qualification: QualificationSettings) -> FallbackGrader | ModelGrader:
         if qualification.grader is None:
             return FallbackGrader()
-        return ModelGrader(self._model(qualification.grader, f"{qualification.name} grader"))
+        spec = qualification.grader
+        return ModelGrader(lambda: self._model(spec, f"{qualification.name} grader"))
 
     def customer(self, requirement: Requirement) -> Customer:
         if requirement.customer is None:

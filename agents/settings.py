@@ -9,6 +9,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.abilities import check_abilities
 
+
+def check_model(model: str) -> str:
+    """``model`` if it is a ``provider:name`` LangChain can start here; else why not."""
+    provider, sep, name = model.partition(":")
+    if not sep or not name:
+        raise ValueError(f"'{model}' is neither 'embedded' nor 'provider:model'")
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider '{provider}' (known: {', '.join(sorted(PROVIDERS))})")
+    module, extra = PROVIDERS[provider]
+    if not _installed(module):
+        package = module.replace("_", "-")
+        how = f"pip install 'frontdesk[{extra}]'" if extra else f"pip install {package}"
+        raise ValueError(f"model '{model}' needs the {package} package: {how}")
+    return model
+
+
 # Providers LangChain's init_chat_model knows -> (the package it imports, our extra or None).
 PROVIDERS: dict[str, tuple[str, str | None]] = {
     "openai": ("langchain_openai", "openai"),
@@ -110,18 +126,4 @@ class AgentSettings(BaseModel):
     @field_validator("model")
     @classmethod
     def _model_is_known(cls, model: str) -> str:
-        if model == "embedded":
-            return model
-        provider, sep, name = model.partition(":")
-        if not sep or not name:
-            raise ValueError(f"'{model}' is neither 'embedded' nor 'provider:model'")
-        if provider not in PROVIDERS:
-            raise ValueError(
-                f"unknown provider '{provider}' (known: {', '.join(sorted(PROVIDERS))})"
-            )
-        module, extra = PROVIDERS[provider]
-        if not _installed(module):
-            package = module.replace("_", "-")
-            how = f"pip install 'frontdesk[{extra}]'" if extra else f"pip install {package}"
-            raise ValueError(f"model '{model}' needs the {package} package: {how}")
-        return model
+        return model if model == "embedded" else check_model(model)

@@ -28,7 +28,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -244,6 +244,14 @@ class Progress:
 AbilityCall = Callable[[str, dict[str, str]], Awaitable[AbilityResult]]
 
 
+def _tagged(progress: Progress, workflow: str) -> Progress:
+    """Name the workflow on its escalation: the conversation is routed as that workflow's
+    (to operators qualified for it) even when the workflow ended by handing off."""
+    if progress.escalation is not None and progress.escalation.workflow is None:
+        progress.escalation = replace(progress.escalation, workflow=workflow)
+    return progress
+
+
 def fill(text: str, fields: Mapping[str, Any]) -> str:
     """``text`` with ``{field}`` placeholders replaced by collected values."""
     return _PLACEHOLDER.sub(lambda m: _show(fields.get(m.group(1))), text)
@@ -345,7 +353,7 @@ class Engine:
 
     async def start(self, name: str, call: AbilityCall | None = None) -> Progress:
         state = WorkflowState(name, 0, dict.fromkeys(sorted(self.workflows[name].fields())))
-        return await self._walk(state, Progress(), call)
+        return _tagged(await self._walk(state, Progress(), call), name)
 
     def uses_cel(self) -> bool:
         """Whether any step has a CEL expression (a ``validate`` or a ``branch``)."""
@@ -370,12 +378,12 @@ class Engine:
         progress = Progress()
         problem = await self.check(step, text, state.fields)
         if isinstance(problem, str):
-            return self._refused(state, step, problem, progress)
+            return _tagged(self._refused(state, step, problem, progress), state.workflow)
         value = problem[0]
         state = WorkflowState(state.workflow, state.step + 1, {**state.fields, step.ask: value})
         progress.collected[step.ask] = value
         progress.field_types[step.ask] = step.type
-        return await self._walk(state, progress, call)
+        return _tagged(await self._walk(state, progress, call), state.workflow)
 
     async def check(self, step: Ask, text: str, fields: Mapping[str, Any]) -> str | tuple[Any]:
         """``(value,)`` for an acceptable answer, else the sentence that says why not."""

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import delete, select
 
 from gateway.api import Call, Endpoint, Unprocessable, admin, iso
-from gateway.errors import Conflict, NotFound, ValidationFailed
+from gateway.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
 from people import qualifications as q
 from people.filters import compile_filter
 from people.roles import Need
@@ -149,11 +149,27 @@ async def get_qualification(call: Call) -> dict[str, Any]:
     return _full(qualification, "api" if qualification.name in api else "yaml")
 
 
+def _connections(qualification: q.QualificationSettings) -> list[ErrorDetail]:
+    """Over the API a model is named only: a key or a base URL is the YAML's to set (no
+    caller reads a key, or sends the server's key somewhere of its choosing)."""
+    models = [("grader", qualification.grader)] + [
+        (f"requirements[{i}].customer", r.customer)
+        for i, r in enumerate(qualification.requirements)
+    ]
+    return [
+        ErrorDetail(f"{where}.{name}", "set in the workspace YAML, not over the API")
+        for where, model in models
+        if model is not None
+        for name in ("api_key", "base_url")
+        if getattr(model, name) is not None
+    ]
+
+
 async def put_qualification(call: Call) -> dict[str, Any]:
     name = call.request.match_info["name"]
     qualification = await call.body(q.QualificationSettings, name=name)
     workflows = {w.name for w in call.services.settings.workflows}
-    errors = q.unknown_workflows(qualification, workflows)
+    errors = q.unknown_workflows(qualification, workflows) + _connections(qualification)
     if errors:
         raise Unprocessable("the qualification is not valid", errors)
     body = qualification.model_dump(mode="json")
@@ -183,7 +199,7 @@ async def enroll(call: Call) -> dict[str, Any]:
     unchanged: list[int] = []
     refused = [{"member_id": i, "reason": "no such member"} for i in missing]
     for member in members:
-        if member.kind != "team" or member.archived:
+        if member.kind != "team" or member.archived or member.merged_into is not None:
             refused.append({"member_id": member.id, "reason": "only active team members"})
             continue
         before = await q.progress_of(call.session, member.id, qualification.name)
@@ -325,7 +341,7 @@ async def submit(call: Call) -> dict[str, Any]:
 async def _progress_for_admin(call: Call) -> tuple[q.QualificationSettings, QualificationProgress]:
     member = await _member(call, EDIT)
     qualification = await _named(call)
-    progress = await q.progress_of(call.session, member.id, qualification.name)
+    progress = await q.progress_of(call.session, member.id, qualification.name, lock=True)
     if progress is None:
         raise NotFound("the member is not enrolled in this qualification")
     return qualification, progress
@@ -357,8 +373,9 @@ async def revoke(call: Call) -> dict[str, Any]:
         if other.name != qualification.name and held is not None and held.status == "qualified":
             kept.update(other.workflows)
     lost = [w for w in qualification.workflows if w not in kept]
-    live, member_id = call.services.pipeline.live, progress.member_id
-    call.after_commit.append(lambda: live.disqualified(member_id, lost))
+    live = call.services.pipeline.live
+    back = await live.disqualify(call.session, progress.member_id, lost)
+    call.after_commit.append(lambda: live.route_soon(back))
     return _progress(progress)
 
 

@@ -30,7 +30,7 @@ from gateway import api, console, http, live, redis_bus, routes
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
 from gateway.console import Consoles
 from gateway.delivery import Deliverer
-from gateway.examinations import Examinations
+from gateway.examinations import STALE, Examinations
 from gateway.metrics import Metrics
 from gateway.pipeline import Accepted, Pipeline
 from gateway.processor import Processor
@@ -115,9 +115,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         sessions, opened, settings.gateway, metrics, supervisor, pipeline.defer_to_accepts
     )
     sockets, consoles = WebChatSockets(), Consoles()
-    examinations = Examinations(
-        sessions, settings, runtime.cel, Examiner(), supervisor, pipeline.live
-    )
+    examinations = Examinations(sessions, settings, Examiner(), supervisor, pipeline.live)
     for channel in opened.values():
         if isinstance(channel, Listener):
             await channel.start()
@@ -142,6 +140,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await supervisor.drain(SHUTDOWN_GRACE_SECONDS)
         await pipeline.close()
         await deliverer.close()
+        await examinations.close()
         await sockets.close_all()
         await consoles.close_all()
         for channel in opened.values():
@@ -246,6 +245,6 @@ async def _sweep(s: Services, stop: asyncio.Event) -> None:
         for key in keys:
             await s.pipeline.enqueue(key)
         try:
-            await s.examinations.sweep(older_than=timedelta(seconds=interval))
+            await s.examinations.sweep(older_than=STALE)
         except Exception:
             log.exception("could not grade what was left ungraded; next sweep in %ss", interval)

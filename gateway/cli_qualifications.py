@@ -19,7 +19,6 @@ from gateway.examinations import Examinations
 from gateway.settings import Settings
 from people import members
 from people import qualifications as q
-from people.cel import CelRunner
 from store.engine import create_engine, session_factory
 from store.migrate import upgrade
 from store.models import Member, QualificationSubmission
@@ -28,7 +27,7 @@ from store.models import Member, QualificationSubmission
 async def grade(config: Settings, qualification: str, who: str) -> int:
     await upgrade(config.storage.database_url)
     engine = create_engine(config.storage.database_url)
-    runner = CelRunner()
+    exams: Examinations | None = None
     try:
         sessions = session_factory(engine)
         async with sessions() as session:
@@ -52,7 +51,7 @@ async def grade(config: Settings, qualification: str, who: str) -> int:
                 )
             if found is None:
                 return _nothing(f"member {member.id} has submitted nothing for {qualification}")
-        exams = Examinations(sessions, config, runner, Examiner(), None, None)
+        exams = Examinations(sessions, config, Examiner(), None, None)
         status = await exams.grade(found, again=True)
         async with sessions() as session:
             submission = await session.get(QualificationSubmission, found)
@@ -67,7 +66,8 @@ async def grade(config: Settings, qualification: str, who: str) -> int:
               f" {qualification} is {status} for member {member.id}")  # fmt: skip
         return 0 if submission.passed else 1
     finally:
-        await runner.close()
+        if exams is not None:
+            await exams.close()
         await engine.dispose()
 
 

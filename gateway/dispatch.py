@@ -308,7 +308,7 @@ class Dispatcher:
             )
             released = [h for h in held.scalars() if await self._requeue(session, h)]
         if released:
-            log.info("%s handoffs returned to the queue: from operators offline or disqualified",
+            log.info("%s handoffs returned to the queue: their operators went offline",
                      len(released))  # fmt: skip
             await self.route_queued([h.id for h in released])
             self.changed()
@@ -354,14 +354,21 @@ class Dispatcher:
         if self.enabled:
             self.route_soon()
 
-    def disqualified(self, member_id: int, workflows: Collection[str]) -> None:
-        """``member_id`` may no longer take ``workflows`` (call it once committed): what
-        they hold of those goes back to the queue, offered or taken."""
+    async def disqualify(
+        self, session: AsyncSession, member_id: int, workflows: Collection[str]
+    ) -> list[int]:
+        """In the caller's transaction: what ``member_id`` holds of ``workflows`` (offered
+        or taken) goes back to the queue. Route the returned handoffs once committed."""
         self.forget_roles()
-        if workflows:
-            ours = select(Conversation.id).where(Conversation.workflow.in_(list(workflows)))
-            held = Handoff.operator_id == member_id
-            self._spawn(self._release(held, Handoff.conversation_id.in_(ours)), "disqualified")
+        if not workflows:
+            return []
+        held = await session.execute(
+            select(Handoff)
+            .join(Conversation, Conversation.id == Handoff.conversation_id)
+            .where(Handoff.status == "open", Handoff.operator_id == member_id,
+                   Conversation.workflow.in_(list(workflows)))
+        )  # fmt: skip
+        return [h.id for h in held.scalars() if await self._requeue(session, h)]
 
     async def requeue_if_held(
         self, session: AsyncSession, conversation: Conversation, member_id: int

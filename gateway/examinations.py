@@ -26,26 +26,37 @@ from gateway.dispatch import Dispatcher
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor
 from people import qualifications as q
-from people.grading import Evaluator, grade_attempt
+from people.cel import CelRunner
+from people.grading import grade_attempt
 from store.models import Member, QualificationProgress, QualificationSubmission, utcnow
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 100
+GRADING_WORKERS = 1
+ANSWER_TRIES = 3
+STALE = timedelta(minutes=5)
 
 
 class Examinations:
+    """Grading and simulated customers for one process. Formulas are evaluated in a pool
+    of their own (``GRADING_WORKERS``, started when first needed), so a burst of grading or
+    a runaway formula never queues the CEL of live conversations' workflows."""
+
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], settings: Settings,
-        runner: Evaluator, examiner: Examiner, supervisor: Supervisor | None,
-        routing: Dispatcher | None,
+        examiner: Examiner, supervisor: Supervisor | None, routing: Dispatcher | None,
     ) -> None:  # fmt: skip
         self._sessions = sessions
         self._settings = settings
-        self._runner = runner
+        self.runner = CelRunner(workers=GRADING_WORKERS)
         self._examiner = examiner
         self._supervisor = supervisor
         self._routing = routing
+        self._grading: set[int] = set()  # submissions being graded by this process
+
+    async def close(self) -> None:
+        await self.runner.close()
 
     async def qualifications(self, session: AsyncSession) -> dict[str, q.QualificationSettings]:
         return await q.catalog(session, self._settings.qualifications)
@@ -63,10 +74,15 @@ class Examinations:
         self._spawn(self._grade_logged(submission_id), "grade")
 
     async def _grade_logged(self, submission_id: int) -> None:
+        if submission_id in self._grading:
+            return  # already under way here
+        self._grading.add(submission_id)
         try:
             await self.grade(submission_id)
         except Exception:  # the sweep tries again
             log.exception("grading submission %s failed", submission_id)
+        finally:
+            self._grading.discard(submission_id)
 
     async def grade(self, submission_id: int, again: bool = False) -> str | None:
         """Grade a submission (``again``: even one already graded, from its stored answers)
@@ -87,7 +103,7 @@ class Examinations:
             await self._orphan(submission_id, progress.qualification)
             return None
         grader = self._examiner.grader(qualification)
-        results = await grade_attempt(qualification, answers, candidate, self._runner, grader)
+        results = await grade_attempt(qualification, answers, candidate, self.runner, grader)
         async with self._sessions.begin() as session:
             submission = await session.get(
                 QualificationSubmission, submission_id, with_for_update=True
@@ -107,17 +123,23 @@ class Examinations:
         return status
 
     async def _orphan(self, submission_id: int, name: str) -> None:
-        """The qualification is gone (removed from the YAML): nothing to grade against;
-        marked graded, failed, so the sweep stops trying."""
+        """The qualification is gone (removed from the YAML): nothing to grade against. The
+        attempt fails, saying so, and the sweep stops trying."""
         log.warning("submission %s: no qualification %s to grade it by", submission_id, name)
         async with self._sessions.begin() as session:
             submission = await session.get(QualificationSubmission, submission_id)
-            if submission is not None and submission.graded_at is None:
-                submission.graded_at, submission.passed = utcnow(), False
+            if submission is None or submission.graded_at is not None:
+                return
+            progress = await session.get(QualificationProgress, submission.progress_id)
+            assert progress is not None
+            q.orphaned(session, progress, submission)
         return
 
     async def sweep(self, older_than: timedelta = timedelta(0)) -> int:
-        """Grade submissions left ungraded (a crash between the 2xx and the grade)."""
+        """Grade submissions left ungraded (a crash between the 2xx and the grade), one
+        after another; those this process is grading already are left to it. The periodic
+        sweep looks only at submissions older than ``STALE`` (another process may still be
+        grading younger ones: a model's answer can take a while)."""
         cutoff = utcnow() - older_than
         async with self._sessions() as session:
             found = await session.execute(
@@ -130,6 +152,7 @@ class Examinations:
                 .limit(SWEEP_BATCH)
             )
             waiting = list(found.scalars())
+        waiting = [s for s in waiting if s not in self._grading]
         for submission_id in waiting:
             await self._grade_logged(submission_id)
         return len(waiting)
@@ -141,25 +164,33 @@ class Examinations:
         self._spawn(self._answer(progress_id, requirement_id), "customer")
 
     async def _answer(self, progress_id: int, requirement_id: str) -> None:
-        async with self._sessions() as session:
-            progress = await session.get(QualificationProgress, progress_id)
-            if progress is None:
+        """Answer the transcript as read; if the member said more (or started over) while
+        the customer was thinking, read it again and answer that instead."""
+        for _ in range(ANSWER_TRIES):
+            async with self._sessions() as session:
+                progress = await session.get(QualificationProgress, progress_id)
+                if progress is None:
+                    return
+                qualification = (await self.qualifications(session)).get(progress.qualification)
+                draft = (progress.drafts or {}).get(requirement_id)
+            if qualification is None or draft is None or draft["done"]:
                 return
-            qualification = (await self.qualifications(session)).get(progress.qualification)
-            draft = (progress.drafts or {}).get(requirement_id)
-        if qualification is None or draft is None or draft["done"]:
-            return
-        if draft["transcript"][-1]["author"] != "member":
-            return
-        requirement = next(r for r in qualification.requirements if r.id == requirement_id)
-        try:
-            line = await self._examiner.customer(requirement).reply(
-                requirement, draft["transcript"]
-            )
-        except Exception as exc:  # the member's next message asks again
-            log.warning("the simulated customer of %s could not answer: %r", requirement_id, exc)
-            return
-        async with self._sessions.begin() as session:
-            progress = await session.get(QualificationProgress, progress_id, with_for_update=True)
-            if progress is not None:
-                q.customer_turn(progress, requirement, line.text, line.done)
+            transcript = draft["transcript"]
+            requirement = next((r for r in qualification.requirements
+                                if r.id == requirement_id), None)  # fmt: skip
+            if requirement is None or transcript[-1]["author"] != "member":
+                return
+            try:
+                line = await self._examiner.customer(requirement).reply(requirement, transcript)
+            except Exception as exc:  # the member's next message asks again
+                log.warning("the simulated customer of %s could not answer: %r",
+                            requirement_id, exc)  # fmt: skip
+                return
+            async with self._sessions.begin() as session:
+                progress = await session.get(
+                    QualificationProgress, progress_id, with_for_update=True
+                )
+                if progress is None or q.customer_turn(
+                    progress, requirement, line.text, line.done, seen=len(transcript)
+                ):
+                    return

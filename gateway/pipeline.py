@@ -141,6 +141,8 @@ async def _apply_effects(
             # A workflow that ends by handing off keeps its name on the conversation:
             # routing offers it to operators qualified for that workflow.
             conversation.workflow = state.workflow if state is not None else None
+    if result.escalation is not None and result.escalation.workflow is not None:
+        conversation.workflow = result.escalation.workflow
     if result.escalation is not None:
         handoff, opened = await handoffs.request(
             session, conversation, result.escalation.reason, result.escalation.trigger

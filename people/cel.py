@@ -36,7 +36,7 @@ MAX_NESTING = 12  # brackets of any kind, one inside another
 MAX_MACROS = 3
 MACROS = ("map", "filter", "all", "exists", "exists_one")
 DEADLINE_SECONDS = 1.0
-STARTUP_SECONDS = 10.0  # a new worker's first answer may also wait for Python to start
+STARTUP_SECONDS = 10.0  # for a new worker to load Python and cel-python
 WORKER_MEMORY_BYTES = 512 * 1024 * 1024
 
 _MACRO_CALL = re.compile(r"\.\s*(?:" + "|".join(MACROS) + r")\s*\(")
@@ -156,6 +156,7 @@ def _serve(connection: Connection) -> None:  # pragma: no cover - runs in the wo
     resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
     env = _environment()
     programs: dict[str, Any] = {}
+    connection.send(("ready", None))
     while True:
         try:
             expression, activation = connection.recv()
@@ -179,7 +180,6 @@ def _serve(connection: Connection) -> None:  # pragma: no cover - runs in the wo
 class _Worker:
     process: BaseProcess
     connection: Connection
-    warm: bool = False  # has answered once (the first answer waits for cel-python to load)
 
 
 class CelRunner:
@@ -194,6 +194,7 @@ class CelRunner:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         self._deadline = deadline
+        self._closed = False
         self._slots: list[_Worker | None] = [None] * workers
         self._free: asyncio.Queue[int] = asyncio.Queue()
         for slot in range(workers):
@@ -215,11 +216,17 @@ class CelRunner:
         worker = self._slots[slot]
         if worker is None or not worker.process.is_alive():
             worker = self._slots[slot] = self._start()
+            # Python and cel-python load first; the deadline is the expression's alone.
+            ready = worker.connection.poll(STARTUP_SECONDS)
+            with contextlib.suppress(EOFError, OSError):
+                ready = ready and worker.connection.recv()[0] == "ready"
+            if not ready:
+                self._stop(slot)
+                return ("error", "the CEL worker did not start")
         worker.connection.send((expression, dict(activation)))
-        if worker.connection.poll(self._deadline + (0 if worker.warm else STARTUP_SECONDS)):
+        if worker.connection.poll(self._deadline):
             with contextlib.suppress(EOFError, OSError):  # the worker died: out of memory
                 answer: tuple[str, Any] = worker.connection.recv()
-                worker.warm = True
                 return answer
             self._stop(slot)
             return ("error", "the expression used too much memory")
@@ -229,20 +236,14 @@ class CelRunner:
     async def evaluate(self, expression: str, activation: Mapping[str, Any]) -> Any:
         """``expression``'s value over ``activation`` (JSON-like values); ``CelFailed`` if not."""
         parse(expression)
+        if self._closed:
+            raise CelFailed("the CEL workers have stopped")
         slot = await self._free.get()
-        try:
-            work = asyncio.ensure_future(
-                asyncio.to_thread(self._call, slot, expression, activation)
-            )
-            try:
-                status, value = await asyncio.shield(work)
-            except asyncio.CancelledError:
-                # The caller gave up (a turn's deadline), but the thread still owns the
-                # worker's pipe: keep the slot until it is done (within its own deadline).
-                await asyncio.wait([work])
-                raise
-        finally:
-            self._free.put_nowait(slot)
+        work = asyncio.ensure_future(asyncio.to_thread(self._call, slot, expression, activation))
+        # The slot is free again when the thread is done with the worker's pipe -- not when
+        # a caller who gave up (a turn's deadline) stops waiting.
+        work.add_done_callback(lambda _: self._free.put_nowait(slot))
+        status, value = await asyncio.shield(work)
         if status != "ok":
             raise CelFailed(value)
         return value
@@ -259,7 +260,9 @@ class CelRunner:
             worker.process.join(timeout=5)
 
     async def close(self) -> None:
-        taken = [await self._free.get() for _ in self._slots]  # wait for running evaluations
+        """Stop every worker once its evaluation (if any) is done; later ones fail."""
+        self._closed = True
+        taken = [await self._free.get() for _ in self._slots]
         for slot in taken:
             await asyncio.to_thread(self._stop, slot)
             self._free.put_nowait(slot)

@@ -132,7 +132,13 @@ async def grade_attempt(
     """Every requirement of ``qualification`` over the stored ``answers`` of one attempt."""
     results = []
     for requirement in qualification.requirements:
-        facts = activation(requirement, answers.get(requirement.id), candidate)
+        try:
+            facts = activation(requirement, answers.get(requirement.id), candidate)
+        except (KeyError, TypeError, ValueError) as exc:  # the definition changed shape since
+            error = f"the stored answer does not fit this requirement: {exc!r}"[:MAX_ERROR]
+            results.append(RequirementResult(requirement.id, False, (
+                CriterionResult("formula", False, error=error),)))  # fmt: skip
+            continue
         results.append(await grade(requirement, facts, runner, grader))
     return results
 

@@ -32,10 +32,21 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agents.settings import check_model
 from gateway.errors import ErrorDetail, repeats
 from people import cel
 from people.grading import Candidate, RequirementResult
@@ -57,15 +68,28 @@ Status = Literal["enrolled", "submitted", "provisional", "qualified", "failed", 
 
 
 class LanguageModel(BaseModel):
-    """A LangChain chat model (``provider:name``) for grading or playing a customer."""
+    """A LangChain chat model (``provider:name``) for grading or playing a customer. Its
+    ``api_key`` is never shown (``**********``) unless dumped with ``context={"secrets":
+    True}``; over the API a model is named only (``gateway.api_qualifications``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = Field(pattern=r"^[a-z_-]+:.+$", description="provider:name")
+    model: str = Field(description="provider:name")
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     temperature: float | None = Field(default=0, ge=0, le=2)
     timeout_seconds: float = Field(default=30, gt=0, le=300)
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, model: str) -> str:
+        return check_model(model)
+
+    @field_serializer("api_key")
+    def _hidden(self, key: SecretStr | None, info: SerializationInfo) -> str | None:
+        if key is None:
+            return None
+        return key.get_secret_value() if (info.context or {}).get("secrets") else "**********"
 
 
 class Criterion(BaseModel):
@@ -180,14 +204,14 @@ async def catalog(
 
 
 async def progress_of(
-    session: AsyncSession, member_id: int, qualification: str
+    session: AsyncSession, member_id: int, qualification: str, lock: bool = False
 ) -> QualificationProgress | None:
-    found = await session.execute(
-        select(QualificationProgress).where(
-            QualificationProgress.member_id == member_id,
-            QualificationProgress.qualification == qualification,
-        )
+    """The member's progress (``lock``: the row locked for a change, on PostgreSQL)."""
+    stmt = select(QualificationProgress).where(
+        QualificationProgress.member_id == member_id,
+        QualificationProgress.qualification == qualification,
     )
+    found = await session.execute(stmt.with_for_update() if lock else stmt)
     return found.scalar_one_or_none()
 
 
@@ -228,8 +252,9 @@ async def enroll(
         if now < ready:
             raise QualificationError(f"try again after {ready.isoformat()}")
         _move(session, progress, "enrolled", actor, "another attempt", now)
-    elif progress.status == "revoked":
+    elif progress.status == "revoked":  # a fresh start: attempts count anew
         _move(session, progress, "enrolled", actor, "enrolled again", now)
+        progress.attempts = 0
     return progress
 
 
@@ -281,6 +306,8 @@ def member_turn(
     draft = _draft(progress, requirement)
     if draft["done"]:
         raise QualificationError("this chat has ended; submit it or start it again")
+    if sum(t["author"] == "member" for t in draft["transcript"]) >= requirement.turn_limit:
+        raise QualificationError(f"this chat allows {requirement.turn_limit} replies")
     turn = {"author": "member", "text": text, "at": (now or utcnow()).isoformat()}
     draft["transcript"] = [*draft["transcript"], turn]
     _save(progress, requirement, draft)
@@ -289,14 +316,15 @@ def member_turn(
 
 def customer_turn(
     progress: QualificationProgress, requirement: Requirement, text: str, done: bool,
-    now: datetime | None = None,
+    seen: int, now: datetime | None = None,
 ) -> bool:  # fmt: skip
-    """The simulated customer's answer, if the member spoke last (one answer however many
-    messages the member sent meanwhile). False: nothing to answer."""
+    """The simulated customer's answer to the transcript as it was when it had ``seen``
+    turns; False if it changed since (the member said more, or started over), or there is
+    nothing to answer."""
     draft = (progress.drafts or {}).get(requirement.id)
     if progress.status != "enrolled" or draft is None or draft["done"]:
         return False
-    if draft["transcript"][-1]["author"] != "member":
+    if len(draft["transcript"]) != seen or draft["transcript"][-1]["author"] != "member":
         return False
     turn = {"author": "customer", "text": text, "at": (now or utcnow()).isoformat()}
     _save(progress, requirement, {"transcript": [*draft["transcript"], turn], "done": done})
@@ -313,6 +341,8 @@ async def submit(
     now = now or utcnow()
     if progress.status != "enrolled":
         raise QualificationError(f"answers are taken while enrolled, not {progress.status}")
+    if progress.attempts >= qualification.max_attempts:
+        raise QualificationError(f"no attempts left ({qualification.max_attempts} used)")
     drafts = progress.drafts or {}
     stored: dict[str, Any] = {}
     missing = []
@@ -369,6 +399,15 @@ def record(
         _move(session, progress, passed_to, None, "regraded: every requirement passed", now)
 
 
+def orphaned(
+    session: AsyncSession, progress: QualificationProgress, submission: QualificationSubmission,
+) -> None:  # fmt: skip
+    """The attempt's qualification is gone: it fails, saying so (nothing to grade by)."""
+    submission.graded_at, submission.passed = utcnow(), False
+    if progress.status == "submitted":
+        _move(session, progress, "failed", None, "the qualification no longer exists", utcnow())
+
+
 async def review(
     session: AsyncSession, progress: QualificationProgress, actor: int, approve: bool,
     note: str, now: datetime | None = None,
@@ -378,6 +417,8 @@ async def review(
         raise QualificationError(f"only a provisional member is reviewed, not {progress.status}")
     if not note.strip():
         raise QualificationError("a review needs a note")
+    if actor == progress.member_id:
+        raise QualificationError("no one reviews their own attempt")
     _move(session, progress, "qualified" if approve else "enrolled", actor, note, now or utcnow())
 
 
@@ -385,7 +426,7 @@ async def revoke(
     session: AsyncSession, progress: QualificationProgress, actor: int, reason: str,
     now: datetime | None = None,
 ) -> None:  # fmt: skip
-    if progress.status in ("revoked", "enrolled"):
+    if progress.status not in ("qualified", "provisional"):
         raise QualificationError(f"there is nothing to revoke ({progress.status})")
     _move(session, progress, "revoked", actor, reason or "revoked", now or utcnow())
 

@@ -357,3 +357,23 @@ async def test_a_pool_keeps_evaluating_while_one_worker_runs_away() -> None:
         assert await runner.evaluate("answer + 1", {"answer": 1}) == 2  # replaced, serving
     finally:
         await runner.close()
+
+
+async def test_a_caller_giving_up_twice_never_crosses_another_callers_answer() -> None:
+    runner = cel.CelRunner(deadline=5.0, workers=1)
+    try:
+        await runner.warm_up()
+        numbers = "[" + ",".join(str(i % 10) for i in range(80)) + "]"
+        slow = f"{numbers}.map(a, {numbers}.map(b, a * b)).size()"  # a second or so, then 80
+        gave_up = asyncio.ensure_future(runner.evaluate(slow, {}))
+        await asyncio.sleep(0.1)
+        gave_up.cancel()
+        await asyncio.sleep(0)
+        gave_up.cancel()
+        assert await runner.evaluate("answer", {"answer": 7}) == 7  # not the slow one's 80
+        with pytest.raises(asyncio.CancelledError):
+            await gave_up
+    finally:
+        await runner.close()
+    with pytest.raises(cel.CelFailed, match="stopped"):
+        await runner.evaluate("1 + 1", {})

@@ -20,11 +20,14 @@ from people.qualifications import (
     QualificationError,
     QualificationSettings,
     candidate,
+    customer_turn,
     enroll,
     history,
+    member_turn,
     record,
     review,
     revoke,
+    start_chat,
     submit,
 )
 from store.models import (
@@ -97,12 +100,14 @@ async def test_passing_answers_go_provisional_then_review_qualifies_with_every_s
 ) -> None:
     qualification = QualificationSettings.model_validate(BILLING)
     ann = await _member(gateway)
-    _, _admin_token = await add_member(gateway, "boss@example.com", kind="team", role="admin")
+    boss, _ = await add_member(gateway, "boss@example.com", kind="team", role="admin")
     async with gateway.services.sessions.begin() as session:
         progress = await enroll(session, ann, qualification, actor=None)
         submission = await attempt(session, qualification, progress, ann, GOOD, runner)
         provisional = progress.status
-        await review(session, progress, actor=ann.id, approve=True, note="good answers")
+        with pytest.raises(QualificationError, match="no one reviews their own"):
+            await review(session, progress, actor=ann.id, approve=True, note="mine is good")
+        await review(session, progress, actor=boss, approve=True, note="good answers")
         steps = [(e.from_status, e.to_status, e.reason) for e in await history(session, progress)]
     assert provisional == "provisional"
     assert progress.status == "qualified"
@@ -169,6 +174,7 @@ async def test_review_can_send_a_member_back_and_revoking_needs_something_to_rev
 ) -> None:
     qualification = QualificationSettings.model_validate(BILLING)
     ann = await _member(sqlite_gateway)
+    boss, _ = await add_member(sqlite_gateway, "boss@example.com", kind="team", role="admin")
     async with sqlite_gateway.services.sessions.begin() as session:
         progress = await enroll(session, ann, qualification, actor=None)
         with pytest.raises(QualificationError, match="nothing to revoke"):
@@ -177,14 +183,22 @@ async def test_review_can_send_a_member_back_and_revoking_needs_something_to_rev
             await attempt(session, qualification, progress, ann, {"double-charge": "x"}, runner)
         await attempt(session, qualification, progress, ann, GOOD, runner)
         with pytest.raises(QualificationError, match="needs a note"):
-            await review(session, progress, actor=ann.id, approve=False, note=" ")
-        await review(session, progress, actor=ann.id, approve=False, note="answer in own words")
+            await review(session, progress, actor=boss, approve=False, note=" ")
+        await review(session, progress, actor=boss, approve=False, note="answer in own words")
         back = progress.status
         await attempt(session, qualification, progress, ann, GOOD, runner)
-        await review(session, progress, actor=ann.id, approve=True, note="ok")
-        await revoke(session, progress, actor=ann.id, reason="complaints")
+        await review(session, progress, actor=boss, approve=True, note="ok")
+        await revoke(session, progress, actor=boss, reason="complaints")
+        revoked = progress.status
+        await enroll(session, ann, qualification, actor=boss)  # a fresh start
+        fresh = progress.attempts
+        for _ in range(qualification.max_attempts):  # rejected at review each time
+            await attempt(session, qualification, progress, ann, GOOD, runner)
+            await review(session, progress, actor=boss, approve=False, note="not yet")
+        with pytest.raises(QualificationError, match="no attempts left"):
+            await attempt(session, qualification, progress, ann, GOOD, runner)
     assert back == "enrolled"
-    assert progress.status == "revoked"
+    assert (revoked, fresh) == ("revoked", 0)
 
 
 async def test_a_runaway_or_failing_formula_is_an_error_on_its_criterion_not_a_crash(
@@ -304,3 +318,35 @@ async def test_routing_offers_a_workflow_s_conversations_only_to_qualified_opera
     assert before is None  # nobody qualified: not offered (the rules notify instead)
     assert after == ann.id
     assert other == bob.id  # no qualification needed: the usual least-loaded choice
+
+
+def test_a_simulated_chat_keeps_its_turn_limit_and_drops_a_customer_answer_gone_stale() -> None:
+    qualification = QualificationSettings.model_validate({
+        "name": "chat", "requirements": [{
+            "id": "dana", "kind": "scenario", "prompt": "Help.", "persona": "Dana",
+            "opening": "Charged twice!", "turn_limit": 2,
+            "criteria": [{"formula": "metrics.turns >= 1"}],
+        }],
+    })  # fmt: skip
+    [requirement] = qualification.requirements
+    progress = QualificationProgress(member_id=1, qualification="chat", status="enrolled",
+                                     attempts=0, drafts={})  # fmt: skip
+    start_chat(progress, qualification, "dana")
+    member_turn(progress, qualification, "dana", "Sorry! Let me look.")
+    seen = len(progress.drafts["dana"]["transcript"])
+    member_turn(progress, qualification, "dana", "I see both charges.")
+    stale = customer_turn(progress, requirement, "Hello?", done=False, seen=seen)
+    fresh = customer_turn(progress, requirement, "Great.", done=False, seen=seen + 1)
+    with pytest.raises(QualificationError, match="allows 2 replies"):
+        member_turn(progress, qualification, "dana", "A third reply")
+    transcript = progress.drafts["dana"]["transcript"]
+    start_chat(progress, qualification, "dana", again=True)
+    old = customer_turn(progress, requirement, "From before", done=True, seen=len(transcript))
+    assert (stale, fresh, old) == (False, True, False)
+    assert [t["text"] for t in transcript] == [
+        "Charged twice!",
+        "Sorry! Let me look.",
+        "I see both charges.",
+        "Great.",
+    ]
+    assert [t["text"] for t in progress.drafts["dana"]["transcript"]] == ["Charged twice!"]

@@ -4,7 +4,9 @@ by a model with structured output, a model-played customer, and what survives a 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -214,17 +216,20 @@ async def test_revoking_sends_the_member_s_billing_conversations_back_to_the_que
 ) -> None:
     fake, base = twilio
     raw = _billing_config(database_url, base, **BASIC)
+    raw["qualifications"].append({**BASIC, "name": "billing-senior"})  # unlocks billing too
     async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
         _, admin = await _team(gw, "Boss", role="admin")
         ann_id, ann = await _team(gw, "Ann")
         customer, _ = await add_member(gw, "customer@example.org", token=False)
-        enrolled = (await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]}))[1]
-        assert enrolled["enrolled"] == [ann_id]
-        mine = f"/api/members/{ann_id}/qualifications/billing-support"
-        assert (await ann.post(f"{mine}/submission", {"answers": {"days": "3-5"}}))[0] == 202
+        for name in ("billing-support", "billing-senior"):
+            path = f"/api/qualifications/{name}/enrollments"
+            assert (await admin.post(path, {"member_ids": [ann_id]}))[1]["enrolled"] == [ann_id]
+            mine = f"/api/members/{ann_id}/qualifications/{name}"
+            assert (await ann.post(f"{mine}/submission", {"answers": {"days": "3-5"}}))[0] == 202
 
         async def qualified() -> bool:
-            return (await _mine(ann, ann_id))["status"] == "qualified"
+            items = (await ann.get(f"/api/members/{ann_id}/qualifications"))[1]["items"]
+            return [i["status"] for i in items] == ["qualified", "qualified"]
 
         await eventually(qualified, timeout=20)
         assert (await ann.post("/api/operators/live"))[0] == 200
@@ -251,12 +256,21 @@ async def test_revoking_sends_the_member_s_billing_conversations_back_to_the_que
             async with gw.services.sessions() as session:
                 conversation_id = (await session.get(Handoff, handoff_id)).conversation_id  # type: ignore[union-attr]
             assert (await ann.post(f"/api/conversations/{conversation_id}/take"))[0] == 200
-        status, body = await admin.post(f"{mine}/revoke", {"reason": "complaints"})
+
+        async def billing_holder() -> int | None:
+            [billing] = await gw.all(select(Handoff).where(Handoff.id == ids[0]))
+            return billing.operator_id  # type: ignore[no-any-return]
+
+        revoke = f"/api/members/{ann_id}/qualifications/billing-support/revoke"
+        status, body = await admin.post(revoke, {"reason": "complaints"})
         assert (status, body["status"]) == (200, "revoked")
+        await asyncio.sleep(0.3)
+        kept = await billing_holder()  # billing-senior still unlocks billing for her
+        revoke = f"/api/members/{ann_id}/qualifications/billing-senior/revoke"
+        assert (await admin.post(revoke, {"reason": "complaints"}))[0] == 200
 
         async def billing_back() -> bool:
-            [billing] = await gw.all(select(Handoff).where(Handoff.id == ids[0]))
-            return billing.operator_id is None
+            return await billing_holder() is None
 
         await eventually(billing_back)
         await gw.services.pipeline.live.route_queued()
@@ -264,10 +278,77 @@ async def test_revoking_sends_the_member_s_billing_conversations_back_to_the_que
         [billing_conversation] = await gw.all(
             select(Conversation).where(Conversation.id == billing[0].conversation_id)
         )
+    assert kept == ann_id
     assert billing[0].operator_id is None  # and not offered to her again
     assert billing_conversation.status == "queued"
     assert other[0].operator_id == ann_id  # not billing: still hers
     assert other[0].taken_at is not None
+
+
+async def test_a_workflow_that_hands_off_in_the_turn_it_starts_is_routed_as_that_workflow(
+    database_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    raw = _billing_config(database_url, base, **BASIC)
+    raw["workflows"] = [
+        {
+            "name": "billing",
+            "start_when": ["my bill"],
+            "steps": [{"say": "Billing will take it."}, {"handoff": "Billing"}],
+        }
+    ]
+    raw["agents"][0]["workflows"] = ["billing"]  # fmt: skip
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, bob = await _team(gw, "Bob")
+        assert (await bob.post("/api/operators/live"))[0] == 200
+        assert (await gw.sms("A question about my bill")).status == 200
+
+        async def handed_off() -> bool:
+            return bool(await gw.all(select(Handoff)))
+
+        await eventually(handed_off)
+        await gw.services.pipeline.live.route_queued()
+        [handoff] = await gw.all(select(Handoff))
+        [conversation] = await gw.all(select(Conversation))
+    assert (handoff.reason, conversation.workflow) == ("Billing", "billing")
+    assert handoff.operator_id is None  # Bob is live, but not qualified for billing
+
+
+async def test_model_keys_are_never_shown_or_set_over_the_api_and_a_broken_grader_fails_cleanly(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    fake, base = twilio
+    rubric = {"rubric": "Says 3-5 days.", "reference": "Three to five business days."}
+    days = {**BASIC["requirements"][0], "criteria": [rubric]}
+    grader = {"model": "openai:gpt-4.1-mini", "api_key": "sk-secret-in-yaml"}
+    raw = _billing_config(sqlite_url, base, **{**BASIC, "requirements": [days]}, grader=grader)
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, admin = await _team(gw, "Boss", role="admin")
+        ann_id, ann = await _team(gw, "Ann")
+        shown = (await admin.get(Q))[1]
+        elsewhere = {**BASIC, "grader": {"model": "openai:x", "base_url": "http://evil.test"}}
+        status, refused = await admin.call("PUT", Q, elsewhere)
+        unknown = await admin.call("PUT", Q, {**BASIC, "grader": {"model": "nobody:x"}})
+        # A grader that cannot start (no key at all) fails the criterion; nothing hangs.
+        broken = {**BASIC, "requirements": [days], "grader": {"model": "openai:gpt-4.1-mini"}}
+        assert (await admin.call("PUT", Q, broken))[0] == 200
+        await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]})
+        mine = f"/api/members/{ann_id}/qualifications/billing-support"
+        assert (await ann.post(f"{mine}/submission", {"answers": {"days": "3-5"}}))[0] == 202
+
+        async def failed() -> bool:
+            return (await _mine(ann, ann_id))["status"] == "failed"
+
+        await eventually(failed, timeout=20)
+        [result] = (await _mine(ann, ann_id))["latest"]["results"]
+    assert shown["grader"]["api_key"] == "**********"
+    assert "sk-secret" not in json.dumps(shown)
+    assert status == 422
+    assert {d["path"] for d in refused["error"]["details"]} == {"grader.base_url"}
+    assert unknown[0] == 422
+    assert "unknown provider 'nobody'" in json.dumps(unknown[1])
+    assert result["criteria"][0]["error"].startswith("the grading model failed:")
 
 
 @pytest.fixture
@@ -327,7 +408,8 @@ async def test_a_grading_model_and_a_model_played_customer_through_the_openai_wi
     said = customer_request["messages"][-1]
     assert said == {"role": "user", "content": "Sorry! Refunded the duplicate."}
     assert "response_format" in grading_request or "tools" in grading_request
-    assert "<answer>\ncustomer: I was charged twice!" in grading_request["messages"][-1]["content"]
+    asked = grading_request["messages"][-1]["content"]
+    assert re.search(r"<(answer-[0-9a-f]{8})>\ncustomer: I was charged twice!.*</\1>", asked, re.S)
     verdict = {"kind": "ai", "passed": True, "score": 0.9, "rationale": "Apologised and refunded."}
     assert result["criteria"] == [{**verdict, "error": None}]
 
@@ -369,7 +451,7 @@ async def test_webhooks_are_answered_while_a_runaway_formula_is_being_graded(
     slow = {"id": "slow", "prompt": "?", "criteria": [{"formula": runaway}]}
     raw = _billing_config(sqlite_url, base, workflows=["billing"], requirements=[slow])
     async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
-        await gw.services.runtime.cel.warm_up()
+        await gw.services.examinations.runner.warm_up()
         _, admin = await _team(gw, "Boss", role="admin")
         ann_id, ann = await _team(gw, "Ann")
         await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]})
