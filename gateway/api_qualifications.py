@@ -58,7 +58,9 @@ TAG = "qualifications"
 class EnrollBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    member_ids: list[int] | None = Field(default=None, max_length=MAX_ENROLL)
+    member_ids: list[Annotated[int, Field(gt=0, lt=2**63)]] | None = Field(
+        default=None, max_length=MAX_ENROLL
+    )
     filter: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -195,22 +197,22 @@ async def enroll(call: Call) -> dict[str, Any]:
     if len(members) > MAX_ENROLL:
         raise ValidationFailed(f"the filter matches more than {MAX_ENROLL} members")
     missing = sorted(set(body.member_ids or []) - {m.id for m in members})
-    enrolled: list[int] = []
-    unchanged: list[int] = []
-    refused = [{"member_id": i, "reason": "no such member"} for i in missing]
+    enrolled: list[str] = []
+    unchanged: list[str] = []
+    refused = [{"member_id": str(i), "reason": "no such member"} for i in missing]
     for member in members:
         if member.kind != "team" or member.archived or member.merged_into is not None:
-            refused.append({"member_id": member.id, "reason": "only active team members"})
+            refused.append({"member_id": str(member.id), "reason": "only active team members"})
             continue
         before = await q.progress_of(call.session, member.id, qualification.name)
         was = before.status if before is not None else None
         try:
             progress = await q.enroll(call.session, member, qualification, call.actor.id)
         except q.QualificationError as exc:
-            refused.append({"member_id": member.id, "reason": str(exc)})
+            refused.append({"member_id": str(member.id), "reason": str(exc)})
             continue
         (enrolled if progress.status == "enrolled" and was != "enrolled" else unchanged).append(
-            member.id
+            str(member.id)
         )
     return {"enrolled": enrolled, "unchanged": unchanged, "refused": refused}
 
@@ -230,9 +232,13 @@ async def members_of(call: Call) -> dict[str, Any]:
     return {"items": [{**_progress(p), "name": name} for p, name in found]}
 
 
+def _id(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
 def _progress(progress: QualificationProgress) -> dict[str, Any]:
     return {
-        "member_id": progress.member_id, "qualification": progress.qualification,
+        "member_id": str(progress.member_id), "qualification": progress.qualification,
         "status": progress.status, "attempts": progress.attempts,
         "last_submitted_at": iso(progress.last_submitted_at),
         "updated_at": iso(progress.updated_at),
@@ -275,7 +281,7 @@ async def member_progress(call: Call) -> dict[str, Any]:
         items.append({
             **_progress(progress), "qualification": _public(qualification),
             "chats": progress.drafts or {}, "latest": await _latest(call, progress),
-            "history": [{"from": e.from_status, "to": e.to_status, "actor_id": e.actor_id,
+            "history": [{"from": e.from_status, "to": e.to_status, "actor_id": _id(e.actor_id),
                          "reason": e.reason, "at": iso(e.created_at)} for e in events],
         })  # fmt: skip
     return {"items": items}

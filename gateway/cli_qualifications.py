@@ -4,7 +4,9 @@ was down), and print how each requirement and criterion graded.
 
 MEMBER is a member id or an email address. A progress still waiting on that attempt
 advances as the grade says; a failed one that now passes becomes provisional (or
-qualified), recorded as a regrade. Exit codes: 0 passed, 1 not passed, 2 nothing to grade
+qualified), recorded as a regrade. A provisional or qualified member whose attempt no
+longer passes keeps that status -- taking it away is a decision (review or revoke), and
+the output says so. Exit codes: 0 passed, 1 not passed, 2 nothing to grade
 (no such qualification, member or submission).
 """
 
@@ -64,6 +66,8 @@ async def grade(config: Settings, qualification: str, who: str) -> int:
                 print(f"  {criterion['kind']}{score}: {why}")
         print(f"attempt {submission.attempt}: {'passed' if submission.passed else 'not passed'};"
               f" {qualification} is {status} for member {member.id}")  # fmt: skip
+        if not submission.passed and status in ("provisional", "qualified"):
+            print(f"{qualification} stays {status}: review or revoke it if it should not")
         return 0 if submission.passed else 1
     finally:
         if exams is not None:

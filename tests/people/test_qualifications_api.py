@@ -115,7 +115,7 @@ async def test_demo_billing_qualification_enrolled_to_qualified_then_routing_off
         status, enrolled = await admin.post(
             f"{Q}/enrollments", {"filter": {"label": "billing-team"}}
         )
-        assert (status, enrolled["enrolled"]) == (200, [ann_id])
+        assert (status, enrolled["enrolled"]) == (200, [str(ann_id)])
         chat = await _take_it(ann, ann_id)
         assert [t["author"] for t in chat["transcript"]] == ["customer", "member"] * 3 + [
             "customer"
@@ -140,7 +140,7 @@ async def test_demo_billing_qualification_enrolled_to_qualified_then_routing_off
         assert still.operator_id is None  # provisional is not qualified
 
         status, queue = await admin.get(f"{Q}/members?status=provisional")
-        assert [m["member_id"] for m in queue["items"]] == [ann_id]
+        assert [m["member_id"] for m in queue["items"]] == [str(ann_id)]
         assert (await bob.post(f"/api/members/{ann_id}/qualifications/billing-support/review",
                                {"approve": True, "note": "ok"}))[0] == 403  # fmt: skip
         status, reviewed = await admin.post(
@@ -223,7 +223,8 @@ async def test_revoking_sends_the_member_s_billing_conversations_back_to_the_que
         customer, _ = await add_member(gw, "customer@example.org", token=False)
         for name in ("billing-support", "billing-senior"):
             path = f"/api/qualifications/{name}/enrollments"
-            assert (await admin.post(path, {"member_ids": [ann_id]}))[1]["enrolled"] == [ann_id]
+            enrolled = (await admin.post(path, {"member_ids": [str(ann_id)]}))[1]["enrolled"]
+            assert enrolled == [str(ann_id)]
             mine = f"/api/members/{ann_id}/qualifications/{name}"
             assert (await ann.post(f"{mine}/submission", {"answers": {"days": "3-5"}}))[0] == 202
 
