@@ -24,9 +24,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import (
+    Conflict,
     ErrorDetail,
     NotFound,
     PermissionDenied,
@@ -196,6 +198,11 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
                 actor, book = await _authorise(request, s, session, endpoint)
                 call = Call(request, s, session, actor, book, upload)
                 result = await endpoint.handler(call)
+        except IntegrityError as exc:  # a concurrent request made the same row first
+            if upload is not None:
+                upload.unlink(missing_ok=True)
+            log.info("%s %s lost a race: %s", request.method, request.path, exc.orig)
+            raise Conflict("a concurrent request changed the same thing; try again") from exc
         except BaseException:
             if upload is not None:
                 upload.unlink(missing_ok=True)

@@ -32,13 +32,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from gateway.api import Call, Endpoint, Unprocessable, admin, iso
 from gateway.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
 from people import qualifications as q
 from people.filters import compile_filter
 from people.roles import Need
+from store.engine import insert as dialect_insert
 from store.models import (
     Member,
     QualificationDefinition,
@@ -174,12 +175,12 @@ async def put_qualification(call: Call) -> dict[str, Any]:
     errors = q.unknown_workflows(qualification, workflows) + _connections(qualification)
     if errors:
         raise Unprocessable("the qualification is not valid", errors)
-    body = qualification.model_dump(mode="json")
-    await call.session.execute(
-        delete(QualificationDefinition).where(QualificationDefinition.name == name)
-    )
-    call.session.add(QualificationDefinition(name=name, body=body, updated_by=call.actor.id,
-                                             updated_at=utcnow()))  # fmt: skip
+    row = {"name": name, "body": qualification.model_dump(mode="json"),
+           "updated_by": call.actor.id, "updated_at": utcnow()}  # fmt: skip
+    upsert = dialect_insert(call.session, QualificationDefinition).values(row)
+    await call.session.execute(upsert.on_conflict_do_update(
+        index_elements=["name"], set_={k: v for k, v in row.items() if k != "name"}
+    ))  # fmt: skip
     call.after_commit.append(call.services.pipeline.live.forget_roles)
     return _full(qualification, "api")
 

@@ -17,7 +17,13 @@ from playwright.async_api import Browser, expect
 from sqlalchemy import select
 
 from gateway.settings import from_mapping, load
-from store.models import Conversation, Handoff, Inbound, QualificationSubmission
+from store.models import (
+    Conversation,
+    Handoff,
+    Inbound,
+    QualificationProgress,
+    QualificationSubmission,
+)
 from tests.escalation.test_live import live_config
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.twilio_api import FakeTwilio
@@ -350,6 +356,28 @@ async def test_model_keys_are_never_shown_or_set_over_the_api_and_a_broken_grade
     assert unknown[0] == 422
     assert "unknown provider 'nobody'" in json.dumps(unknown[1])
     assert result["criteria"][0]["error"].startswith("the grading model failed:")
+
+
+async def test_concurrent_definitions_and_enrollments_never_fail_with_a_server_error(
+    database_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    raw = _billing_config(database_url, base, **BASIC)
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, admin = await _team(gw, "Boss", role="admin")
+        ann_id, _ = await _team(gw, "Ann")
+        puts = await asyncio.gather(*(
+            admin.call("PUT", "/api/qualifications/billing-new", {**BASIC, "description": str(i)})
+            for i in range(4)
+        ))  # fmt: skip
+        enrolls = await asyncio.gather(*(
+            admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]}) for _ in range(4)
+        ))  # fmt: skip
+        rows = await gw.all(select(QualificationProgress))
+    assert [status for status, _ in puts] == [200] * 4
+    assert {status for status, _ in enrolls} <= {200, 409}
+    assert sum(body["enrolled"] == [str(ann_id)] for status, body in enrolls if status == 200) == 1
+    assert [(r.member_id, r.status) for r in rows] == [(ann_id, "enrolled")]
 
 
 @pytest.fixture
