@@ -66,6 +66,7 @@ async def main(operators: int, handoffs: int, admin_url: str, redis_url: str) ->
     settings = from_mapping({
         "workspace": {"name": "Bench"},
         "storage": {"database_url": url, "redis_url": redis_url},
+        "channels": {"webchat": {"agent": "receptionist"}},
         "agents": [{"name": "receptionist", "bio": "Bench."}],
         "escalation": {"operators": {"enabled": True, "groups": [
             {"name": "front", "role": "operator", "capacity": 5}]}},
@@ -105,7 +106,7 @@ async def main(operators: int, handoffs: int, admin_url: str, redis_url: str) ->
             [
                 {
                     "member_id": c,
-                    "channel": "sms",
+                    "channel": "webchat",
                     "inbox": "+14155550100",
                     "status": "queued",
                     "data": {},
