@@ -121,6 +121,15 @@ class Deliverer:
             self._slots.release()
 
     async def _deliver(self, due: outbox.Due) -> outbox.Sent | _Failure:
+        context = {str(k): str(v) for k, v in (due.payload.get("context") or {}).items()}
+        thread_of = due.payload.get("thread_of")
+        if thread_of and "thread_ts" not in context:
+            # A reply in the thread another row opens: wait until that one is posted.
+            async with self._sessions() as session:
+                thread = await outbox.provider_id_of(session, str(thread_of))
+            if thread is None:
+                return _Failure(due, DeliveryFailed("its thread is not posted yet", retryable=True))
+            context["thread_ts"] = thread
         message = OutboundMessage(
             channel=due.channel,
             inbox=due.inbox,
@@ -130,7 +139,7 @@ class Deliverer:
             message_id=str(due.message_id or ""),
             author=str(due.payload.get("author", "agent")),
             author_name=str(due.payload.get("name", "")),
-            context={str(k): str(v) for k, v in (due.payload.get("context") or {}).items()},
+            context=context,
         )
         channel = self._channels.get(due.channel)
         try:

@@ -47,6 +47,7 @@ ROSTER_SECONDS = 1.0
 
 Notify = Callable[[AsyncSession, Handoff, Conversation, str], Awaitable[None]]
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+OnOffer = Callable[[AsyncSession, int, int], Awaitable[None]]  # handoff, operator
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Dispatcher:
         self._on_outbox = on_outbox
         self._now = now
         self._roster: Roster | None = None
+        self.on_offer: OnOffer | None = None  # tells the operator elsewhere (Slack)
         self._publish: Publish | None = None
         self._supervisor: Supervisor | None = None
 
@@ -155,6 +157,7 @@ class Dispatcher:
                 offered |= await self._route_one(session, handoff_id, live)
         if offered:
             self.changed()
+            self._on_outbox()  # an offer may have a Slack mention to send
 
     async def _waiting(self) -> list[int]:
         """The oldest unassigned handoffs some group could take: open conversations on
@@ -231,7 +234,10 @@ class Dispatcher:
                                      found, roster.qualified)  # fmt: skip
             others = [c for c in candidates if c.member_id != found.last_offered_to]
             candidates = others if any(c.free for c in others) else candidates  # rotate
-        if candidates and await offer(session, handoff_id, candidates) is not None:
+        seat = await offer(session, handoff_id, candidates) if candidates else None
+        if seat is not None:
+            if self.on_offer is not None:
+                await self.on_offer(session, handoff_id, seat.member_id)
             return True
         if found.notified_at is None and self._should_notify(found.created_at, found, candidates):
             handoff = await session.get(Handoff, handoff_id)

@@ -182,6 +182,7 @@ class Pipeline:
             sessions, settings, presence or MemoryPresence(ttl), self._team.notify, on_outbox, now
         )
         self._team.live = self.live
+        self.live.on_offer = self._team.offered
         self.calls = Calls(sessions, settings)
         self._accepts = Batcher(self._store, MAX_BATCH, "accept")
         self._finishes = Batcher(self._finish_many, MAX_BATCH, "finish", self.defer_to_accepts)

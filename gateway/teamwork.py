@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,7 +22,16 @@ from gateway.settings import Settings
 from people import members
 from people.roles import Need, allows, load_book
 from store import outbox
-from store.models import Conversation, Handoff, Inbound, Member, Notification, Outbox, utcnow
+from store.models import (
+    Conversation,
+    Handoff,
+    Identity,
+    Inbound,
+    Member,
+    Notification,
+    Outbox,
+    utcnow,
+)
 
 LADDER_BATCH = 200
 LADDER_GRACE = 60.0  # seconds past a ladder's last step that it is still looked at
@@ -69,6 +78,29 @@ class Teamwork:
             payload={"text": text, "author": "system", "name": "frontdesk",
                      "context": {"channel": channel}, "conversation": turn.conversation_id},
         )])  # fmt: skip
+
+    async def offered(self, session: AsyncSession, handoff_id: int, member_id: int) -> None:
+        """Routing offered the handoff to ``member_id``: with Slack, they are mentioned in
+        its thread (where a reply takes it), if they have a Slack identity."""
+        slack = self._settings.channels.get("slack")
+        if slack is None:
+            return
+        user = await session.scalar(
+            select(Identity.address).where(Identity.member_id == member_id,
+                                           Identity.kind == "slack")
+        )  # fmt: skip
+        if user is None:
+            return
+        channel, now = str(getattr(slack, "handoff_channel", "")), self._now()
+        text = (f"<@{user}> this conversation is offered to you: reply in this thread to "
+                "take it, or take it in the console.")  # fmt: skip
+        await outbox.enqueue(session, Outbox(
+            key=f"offer:{handoff_id}:{member_id}:{now.timestamp():.3f}", message_id=None,
+            channel="slack", inbox=channel, to_address=channel, status="pending", attempts=0,
+            next_attempt_at=now, created_at=now,
+            payload={"text": text, "context": {"channel": channel},
+                     "thread_of": f"handoff:{handoff_id}:slack"},
+        ))  # fmt: skip
 
     async def notify(
         self,
@@ -160,11 +192,10 @@ class Teamwork:
         if not key_of:
             return
         found = await session.execute(
-            select(Outbox.key, Outbox.provider_id).where(
-                Outbox.key.in_(list(key_of.values())), Outbox.provider_id.is_not(None)
-            )
+            select(Outbox.key, Outbox.provider_id).where(Outbox.key.in_(list(key_of.values())))
         )
-        threads: dict[str, str] = dict(found.all())  # type: ignore[arg-type]
+        opened = dict(found.all())  # thread key -> its ts once posted (None: not yet)
+        threads = {k: str(ts) for k, ts in opened.items() if ts is not None}
         channel = str(getattr(slack, "handoff_channel", ""))
         now = utcnow()
         rows = [
@@ -172,10 +203,9 @@ class Teamwork:
                    inbox=channel, to_address=channel, status="pending", attempts=0,
                    next_attempt_at=now, created_at=now,
                    payload={"text": f"{t.input.member_name or 'member'}: {t.input.text}",
-                            "context": {"channel": channel,
-                                        "thread_ts": threads[key_of[t.conversation_id]]}})
+                            **_in_thread(channel, key_of[t.conversation_id], threads)})
             for t in turns
-            if t.channel != "slack" and threads.get(key_of.get(t.conversation_id, ""))
+            if t.channel != "slack" and key_of.get(t.conversation_id) in opened
         ]  # fmt: skip
         await outbox.enqueue_many(session, rows)
 
@@ -234,3 +264,11 @@ class Teamwork:
             created_at=now, payload={"text": f"Not sent to the customer: {why}.",
                                      "context": {"channel": inbound.inbox, "thread_ts": thread}},
         )  # fmt: skip
+
+
+def _in_thread(channel: str, key: str, threads: dict[str, str]) -> dict[str, Any]:
+    """Where a message for the thread the outbox row ``key`` opened goes: that thread, or,
+    if it is not posted yet, wherever it will be (the deliverer waits for it)."""
+    if key in threads:
+        return {"context": {"channel": channel, "thread_ts": threads[key]}}
+    return {"context": {"channel": channel}, "thread_of": key}

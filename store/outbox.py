@@ -49,6 +49,13 @@ async def enqueue(session: AsyncSession, row: Outbox) -> bool:
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
+async def provider_id_of(session: AsyncSession, key: str) -> str | None:
+    """What the provider called the row ``key`` once sent (a Slack message's ts); None
+    until then, or if there is no such row."""
+    found = await session.execute(select(Outbox.provider_id).where(Outbox.key == key))
+    return found.scalar_one_or_none()
+
+
 async def enqueue_many(session: AsyncSession, rows: Sequence[Outbox]) -> None:
     """Add every row whose key is not there yet, in one statement."""
     if not rows:

@@ -3,6 +3,7 @@ customer by SMS exactly once (Slack retries included), refusals, and DMs to the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -163,10 +164,12 @@ async def _command(gw: Gateway, user: str, text: str, secret: str = SECRET) -> C
     return await gw.client.post("/channels/slack/commands", data=data, headers=headers)
 
 
-async def test_slash_commands_take_a_team_member_live_and_offline(
-    sqlite_url: str, twilio: tuple[FakeTwilio, str], slack: tuple[FakeSlack, str]
-) -> None:
-    raw = make_config(sqlite_url, twilio_base=twilio[1])
+@contextlib.asynccontextmanager
+async def _live_in_slack(
+    database_url: str, twilio: tuple[FakeTwilio, str], slack: tuple[FakeSlack, str]
+) -> AsyncIterator[tuple[Gateway, int]]:
+    """Slack and live operators; Olive, an operator with a Slack identity (U0OLIVE)."""
+    raw = make_config(database_url, twilio_base=twilio[1])
     raw["channels"]["slack"] = {"bot_token": TOKEN, "signing_secret": SECRET,
                                 "handoff_channel": HANDOFF, "agent": "receptionist",
                                 "api_base_url": slack[1]}  # fmt: skip
@@ -178,6 +181,33 @@ async def test_slash_commands_take_a_team_member_live_and_offline(
                                     name="Olive", token=False)  # fmt: skip
         async with gw.services.sessions.begin() as session:
             session.add(Identity(member_id=olive, kind="slack", address="U0OLIVE"))
+        yield gw, olive
+
+
+async def test_an_offer_mentions_the_operator_in_the_thread_and_their_reply_takes_it(
+    database_url: str, twilio: tuple[FakeTwilio, str], slack: tuple[FakeSlack, str]
+) -> None:
+    fake = slack[0]
+    async with _live_in_slack(database_url, twilio, slack) as (gw, olive):
+        await gw.services.pipeline.live.go_live(olive)
+        await gw.sms("Can I talk to a person please?")
+        thread, mention = await fake.wait(2)
+        reply = _event("Ev0100", channel=HANDOFF, user="U0OLIVE", thread_ts=thread.ts,
+                       text="Olive here, I've got this.")  # fmt: skip
+        assert (await _deliver(gw, reply)).status == 200
+        await gw.twilio.wait_sent(2)
+        [handoff] = await gw.all(select(Handoff))
+    assert "needs a person" in thread.text
+    assert mention.thread_ts == thread.ts
+    assert mention.text.startswith("<@U0OLIVE> this conversation is offered to you")
+    assert gw.twilio.sent[-1].body == "Olive here, I've got this."
+    assert (handoff.operator_id, handoff.taken_at is not None) == (olive, True)
+
+
+async def test_slash_commands_take_a_team_member_live_and_offline(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], slack: tuple[FakeSlack, str]
+) -> None:
+    async with _live_in_slack(sqlite_url, twilio, slack) as (gw, olive):
         live = await _command(gw, "U0OLIVE", "live")
         live_body = await live.json()
         await gw.sms("Can I talk to a person please?")
