@@ -76,6 +76,20 @@ async def _take_it(api: Api, member_id: int) -> dict[str, Any]:
     return dict(chat)
 
 
+async def _attempt(admin: Api, ann: Api, ann_id: int, answers: dict[str, str],
+                   until: str) -> dict[str, Any]:  # fmt: skip
+    """Enroll Ann, submit ``answers`` as her, and wait for the grade to say ``until``."""
+    await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]})
+    mine = f"/api/members/{ann_id}/qualifications/billing-support"
+    assert (await ann.post(f"{mine}/submission", {"answers": answers}))[0] == 202
+
+    async def graded() -> bool:
+        return (await _mine(ann, ann_id))["status"] == until
+
+    await eventually(graded, timeout=20)
+    return await _mine(ann, ann_id)
+
+
 async def _billing_chat(gw: Gateway) -> int:
     """A web chat customer with a double charge; the billing workflow hands off."""
     ws = await gw.chat()
@@ -340,15 +354,8 @@ async def test_model_keys_are_never_shown_or_set_over_the_api_and_a_broken_grade
         # A grader that cannot start (no key at all) fails the criterion; nothing hangs.
         broken = {**BASIC, "requirements": [days], "grader": {"model": "openai:gpt-4.1-mini"}}
         assert (await admin.call("PUT", Q, broken))[0] == 200
-        await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]})
-        mine = f"/api/members/{ann_id}/qualifications/billing-support"
-        assert (await ann.post(f"{mine}/submission", {"answers": {"days": "3-5"}}))[0] == 202
-
-        async def failed() -> bool:
-            return (await _mine(ann, ann_id))["status"] == "failed"
-
-        await eventually(failed, timeout=20)
-        [result] = (await _mine(ann, ann_id))["latest"]["results"]
+        graded = await _attempt(admin, ann, ann_id, {"days": "3-5"}, until="failed")
+        [result] = graded["latest"]["results"]
     assert shown["grader"]["api_key"] == "**********"
     assert "sk-secret" not in json.dumps(shown)
     assert status == 422
@@ -517,14 +524,7 @@ async def test_the_cli_grades_the_latest_attempt_again_after_a_formula_is_fixed(
     async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
         _, admin = await _team(gw, "Boss", role="admin")
         ann_id, ann = await _team(gw, "Ann")
-        await admin.post(f"{Q}/enrollments", {"member_ids": [ann_id]})
-        mine = f"/api/members/{ann_id}/qualifications/billing-support"
-        assert (await ann.post(f"{mine}/submission", {"answers": {"days": "3-5"}}))[0] == 202
-
-        async def failed() -> bool:
-            return (await _mine(ann, ann_id))["status"] == "failed"
-
-        await eventually(failed, timeout=20)
+        await _attempt(admin, ann, ann_id, {"days": "3-5"}, until="failed")
     missing = await cli_qualifications.grade(from_mapping(raw, env={}), "billing-support", "x@y.z")
     raw["qualifications"] = [{"name": "billing-support", **BASIC}]  # the formula, fixed
     fixed = from_mapping(raw, env={})
