@@ -184,6 +184,12 @@ async def _actor(
     return Actor(member=member, role_name=member.role, role=book.get(member.role)), book
 
 
+def _duplicate(exc: IntegrityError) -> bool:
+    """A unique constraint (PostgreSQL's SQLSTATE 23505, SQLite's UNIQUE failure)."""
+    code = getattr(exc.orig, "sqlstate", None)
+    return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)
+
+
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         s = services(request)
@@ -198,9 +204,12 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
                 actor, book = await _authorise(request, s, session, endpoint)
                 call = Call(request, s, session, actor, book, upload)
                 result = await endpoint.handler(call)
-        except IntegrityError as exc:  # a concurrent request made the same row first
+        except IntegrityError as exc:
             if upload is not None:
                 upload.unlink(missing_ok=True)
+            if not _duplicate(exc):
+                raise  # a foreign key, NOT NULL or CHECK violation is a bug: a 500
+            # A concurrent request made the same unique row first.
             log.info("%s %s lost a race: %s", request.method, request.path, exc.orig)
             raise Conflict("a concurrent request changed the same thing; try again") from exc
         except BaseException:

@@ -205,16 +205,14 @@ async def enroll(call: Call) -> dict[str, Any]:
         if member.kind != "team" or member.archived or member.merged_into is not None:
             refused.append({"member_id": str(member.id), "reason": "only active team members"})
             continue
-        before = await q.progress_of(call.session, member.id, qualification.name)
-        was = before.status if before is not None else None
         try:
-            progress = await q.enroll(call.session, member, qualification, call.actor.id)
+            _, now_enrolled = await q.enroll_once(
+                call.session, member, qualification, call.actor.id
+            )
         except q.QualificationError as exc:
             refused.append({"member_id": str(member.id), "reason": str(exc)})
             continue
-        (enrolled if progress.status == "enrolled" and was != "enrolled" else unchanged).append(
-            str(member.id)
-        )
+        (enrolled if now_enrolled else unchanged).append(str(member.id))
     return {"enrolled": enrolled, "unchanged": unchanged, "refused": refused}
 
 

@@ -39,6 +39,13 @@ class _Failure:
     error: DeliveryFailed
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """Not yet sendable (its thread is not posted): again shortly, no attempt used."""
+
+    due: outbox.Due
+
+
 class Deliverer:
     def __init__(
         self,
@@ -120,16 +127,24 @@ class Deliverer:
         finally:
             self._slots.release()
 
-    async def _deliver(self, due: outbox.Due) -> outbox.Sent | _Failure:
+    async def _deliver(self, due: outbox.Due) -> outbox.Sent | _Failure | _Waiting:
         context = {str(k): str(v) for k, v in (due.payload.get("context") or {}).items()}
         thread_of = due.payload.get("thread_of")
         if thread_of and "thread_ts" not in context:
-            # A reply in the thread another row opens: wait until that one is posted.
-            async with self._sessions() as session:
-                thread = await outbox.provider_id_of(session, str(thread_of))
-            if thread is None:
-                return _Failure(due, DeliveryFailed("its thread is not posted yet", retryable=True))
-            context["thread_ts"] = thread
+            # A reply in the thread another row opens: it waits until that one is posted,
+            # and fails with it.
+            try:
+                async with self._sessions() as session:
+                    thread = await outbox.state_of(session, str(thread_of))
+            except Exception as exc:  # the store is away: like any transient failure
+                return _Failure(due, DeliveryFailed(f"could not read its thread: {exc!r}",
+                                                    retryable=True))  # fmt: skip
+            if thread is None or thread[0] == "failed":
+                why = "its thread was never posted"
+                return _Failure(due, DeliveryFailed(why, retryable=False))
+            if thread[1] is None:
+                return _Waiting(due)
+            context["thread_ts"] = thread[1]
         message = OutboundMessage(
             channel=due.channel,
             inbox=due.inbox,
@@ -150,13 +165,20 @@ class Deliverer:
             return _Failure(due, exc)
         return outbox.Sent(due, delivery.provider_id, delivery.status)
 
-    async def _record_many(self, outcomes: Sequence[outbox.Sent | _Failure]) -> list[None]:
+    async def _record_many(
+        self, outcomes: Sequence[outbox.Sent | _Failure | _Waiting]
+    ) -> list[None]:
         sent = [o for o in outcomes if isinstance(o, outbox.Sent)]
         now = utcnow()
         async with self._sessions.begin() as session:
             await outbox.mark_sent(session, sent, now)
             for failure in (o for o in outcomes if isinstance(o, _Failure)):
                 await self._failed(session, failure.due, failure.error, now)
+            for waiting in (o for o in outcomes if isinstance(o, _Waiting)):
+                at = now + timedelta(seconds=self._settings.outbox_backoff_seconds)
+                await outbox.wait(session, waiting.due, at, "waiting for its thread")
+                self._next_retry = at if self._next_retry is None else min(self._next_retry, at)
+                self.wake()
         for done in sent:
             self._metrics.replies.labels(done.due.channel).inc()
         return [None] * len(outcomes)

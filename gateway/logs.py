@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 QUIET = ("twilio", "aiohttp.access", "slack_bolt", "slack_sdk", "httpx", "alembic")
@@ -37,9 +38,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (not the one at start:
+    a test harness swaps and closes it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure(level: int = logging.INFO) -> None:
     """Route every logger to stderr in the format above (called by the CLI only)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.addFilter(_RequestId())
     if sys.stderr.isatty():
         handler.setFormatter(

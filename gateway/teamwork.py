@@ -81,7 +81,8 @@ class Teamwork:
 
     async def offered(self, session: AsyncSession, handoff_id: int, member_id: int) -> None:
         """Routing offered the handoff to ``member_id``: with Slack, they are mentioned in
-        its thread (where a reply takes it), if they have a Slack identity."""
+        its thread (where a reply takes it), if they have a Slack identity -- once per
+        handoff, however often offers come round to them again."""
         slack = self._settings.channels.get("slack")
         if slack is None:
             return
@@ -89,17 +90,19 @@ class Teamwork:
             select(Identity.address).where(Identity.member_id == member_id,
                                            Identity.kind == "slack")
         )  # fmt: skip
-        if user is None:
-            return
-        channel, now = str(getattr(slack, "handoff_channel", "")), self._now()
+        thread = f"handoff:{handoff_id}:slack"
+        state = await outbox.state_of(session, thread)
+        if user is None or state is None or state[0] == "failed":
+            return  # no Slack identity, or no thread to mention them in
+        channel, now = str(getattr(slack, "handoff_channel", "")), utcnow()
         text = (f"<@{user}> this conversation is offered to you: reply in this thread to "
                 "take it, or take it in the console.")  # fmt: skip
-        await outbox.enqueue(session, Outbox(
-            key=f"offer:{handoff_id}:{member_id}:{now.timestamp():.3f}", message_id=None,
+        await outbox.enqueue(session, Outbox(  # once per operator and handoff, however often
+            key=f"offer:{handoff_id}:{member_id}", message_id=None,
             channel="slack", inbox=channel, to_address=channel, status="pending", attempts=0,
             next_attempt_at=now, created_at=now,
             payload={"text": text, "context": {"channel": channel},
-                     "thread_of": f"handoff:{handoff_id}:slack"},
+                     "thread_of": thread},
         ))  # fmt: skip
 
     async def notify(

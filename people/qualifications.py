@@ -232,8 +232,17 @@ async def enroll(
 ) -> QualificationProgress:  # fmt: skip
     """Enroll ``member`` (again, after a failure once the cooldown has passed and attempts
     remain; a revoked member may be enrolled anew). Enrolling twice changes nothing."""
+    return (await enroll_once(session, member, qualification, actor, now))[0]
+
+
+async def enroll_once(
+    session: AsyncSession, member: Member, qualification: QualificationSettings,
+    actor: int | None, now: datetime | None = None,
+) -> tuple[QualificationProgress, bool]:  # fmt: skip
+    """``enroll``, and whether this call enrolled them (False: they already were, or are
+    further along)."""
     now = now or utcnow()
-    progress = await progress_of(session, member.id, qualification.name)
+    progress = await progress_of(session, member.id, qualification.name, lock=True)
     if progress is None:
         progress = QualificationProgress(
             member_id=member.id, qualification=qualification.name, status="enrolled",
@@ -244,7 +253,7 @@ async def enroll(
         session.add(QualificationEvent(progress_id=progress.id, from_status=None,
                                        to_status="enrolled", actor_id=actor,
                                        reason="enrolled", created_at=now))  # fmt: skip
-        return progress
+        return progress, True
     if progress.status == "failed":
         if progress.attempts >= qualification.max_attempts:
             raise QualificationError(f"no attempts left ({qualification.max_attempts} used)")
@@ -252,10 +261,12 @@ async def enroll(
         if now < ready:
             raise QualificationError(f"try again after {ready.isoformat()}")
         _move(session, progress, "enrolled", actor, "another attempt", now)
-    elif progress.status == "revoked":  # a fresh start: attempts count anew
+        return progress, True
+    if progress.status == "revoked":  # a fresh start: attempts count anew
         _move(session, progress, "enrolled", actor, "enrolled again", now)
         progress.attempts = 0
-    return progress
+        return progress, True
+    return progress, False
 
 
 def _draft(progress: QualificationProgress, requirement: Requirement) -> dict[str, Any]:

@@ -49,11 +49,14 @@ async def enqueue(session: AsyncSession, row: Outbox) -> bool:
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
-async def provider_id_of(session: AsyncSession, key: str) -> str | None:
-    """What the provider called the row ``key`` once sent (a Slack message's ts); None
-    until then, or if there is no such row."""
-    found = await session.execute(select(Outbox.provider_id).where(Outbox.key == key))
-    return found.scalar_one_or_none()
+async def state_of(session: AsyncSession, key: str) -> tuple[str, str | None] | None:
+    """The row ``key``'s status and what the provider called it once sent (a Slack
+    message's ts); None if there is no such row."""
+    found = await session.execute(
+        select(Outbox.status, Outbox.provider_id).where(Outbox.key == key)
+    )
+    row = found.first()
+    return None if row is None else (str(row[0]), row[1])
 
 
 async def enqueue_many(session: AsyncSession, rows: Sequence[Outbox]) -> None:
@@ -132,6 +135,16 @@ async def reschedule(session: AsyncSession, due: Due, at: datetime, error: str) 
         .where(Outbox.id == due.id)
         .values(next_attempt_at=at, lease_until=None, last_error=error)
     )
+
+
+async def wait(session: AsyncSession, due: Due, at: datetime, why: str) -> None:
+    """Not sent, not failed: try again at ``at`` without using up an attempt."""
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.id == due.id)
+        .values(next_attempt_at=at, lease_until=None, last_error=why,
+                attempts=Outbox.attempts - 1)
+    )  # fmt: skip
 
 
 async def mark_failed(session: AsyncSession, due: Due, error: str) -> None:

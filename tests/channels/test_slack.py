@@ -189,9 +189,20 @@ async def test_an_offer_mentions_the_operator_in_the_thread_and_their_reply_take
 ) -> None:
     fake = slack[0]
     async with _live_in_slack(database_url, twilio, slack) as (gw, olive):
-        await gw.services.pipeline.live.go_live(olive)
+        live = gw.services.pipeline.live
+        await live.go_live(olive)
         await gw.sms("Can I talk to a person please?")
         thread, mention = await fake.wait(2)
+        await live.leave(olive)  # the offer goes back to the queue...
+
+        async def offered(to: int | None) -> bool:
+            return await gw.count(Handoff, Handoff.operator_id.is_(to) if to is None
+                                  else Handoff.operator_id == to) == 1  # fmt: skip
+
+        await eventually(lambda: offered(None))
+        await live.go_live(olive)  # ...and comes round to her again: no second mention
+        await eventually(lambda: offered(olive))
+        await eventually(lambda: _settled(gw))
         reply = _event("Ev0100", channel=HANDOFF, user="U0OLIVE", thread_ts=thread.ts,
                        text="Olive here, I've got this.")  # fmt: skip
         assert (await _deliver(gw, reply)).status == 200
@@ -201,6 +212,7 @@ async def test_an_offer_mentions_the_operator_in_the_thread_and_their_reply_take
     assert mention.thread_ts == thread.ts
     assert mention.text.startswith("<@U0OLIVE> this conversation is offered to you")
     assert gw.twilio.sent[-1].body == "Olive here, I've got this."
+    assert len(fake.posts) == 2  # the thread and one mention
     assert (handoff.operator_id, handoff.taken_at is not None) == (olive, True)
 
 
