@@ -256,7 +256,7 @@ async def _latest(call: Call, progress: QualificationProgress) -> dict[str, Any]
         return None
     return {"attempt": submission.attempt, "graded": submission.graded_at is not None,
             "passed": submission.passed, "results": submission.results,
-            "submitted_at": iso(submission.created_at)}  # fmt: skip
+            "answers": submission.answers, "submitted_at": iso(submission.created_at)}  # fmt: skip
 
 
 async def _member(call: Call, need: Need = USE) -> Member:

@@ -574,3 +574,47 @@ async def test_a_member_takes_the_demo_qualification_in_the_console(
         await expect(exam.locator(".result.pass")).to_have_count(3)
         await expect(exam).to_contain_text("fallback grader")
         await page.close()
+
+
+@pytest.mark.browser
+async def test_an_admin_reviews_a_provisional_attempt_in_the_console(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], browser: Browser
+) -> None:
+    settings = load(env={"FRONTDESK_DATABASE_URL": sqlite_url})
+    async with Gateway.running(settings, twilio[0]) as gw:
+        _, boss_token = await add_member(gw, "boss@example.com", kind="team", role="admin",
+                                         name="Boss")  # fmt: skip
+        _, bob_token = await add_member(gw, "bob@example.com", kind="team", role="operator",
+                                        name="Bob")  # fmt: skip
+        ann_id, ann = await _team(gw, "Ann")
+        await Api(gw, boss_token).post(f"{Q}/enrollments", {"member_ids": [ann_id]})
+        await _take_it(ann, ann_id)
+
+        async def provisional() -> bool:
+            return (await _mine(ann, ann_id))["status"] == "provisional"
+
+        await eventually(provisional, timeout=20)
+        boss, bob = await browser.new_page(), await browser.new_page()
+        for page, token in ((boss, boss_token), (bob, bob_token)):
+            await page.goto(str(gw.client.make_url("/console")))
+            await page.fill("#token", token)
+            await page.click("#signin button[type=submit]")
+            await expect(page.locator("#me")).to_contain_text("offline")
+        await expect(boss.locator("#reviews li.item")).to_have_text(["Annbilling-support"])
+        await boss.click("#reviews li.item")
+        view = boss.locator("#exam")
+        chat = view.locator('[data-requirement="upset-patient"] .chat .msg')
+        await expect(chat).to_have_count(7)
+        await expect(chat.nth(1)).to_have_text(CHAT[0])
+        await expect(view.locator(".result.pass")).to_have_count(3)
+        await view.get_by_role("button", name="Qualify").click()
+        await expect(boss.locator("#action-error")).to_contain_text("note")  # a note is needed
+        await view.locator('[name="review-note"]').fill("Clear on refund times.")
+        await view.get_by_role("button", name="Qualify").click()
+        await expect(view).to_contain_text("Status: qualified")
+        await expect(boss.locator("#reviews li.empty")).to_have_text("nothing to review")
+        await expect(bob.locator("#reviews-head")).to_be_hidden()  # an operator reviews nothing
+        status = (await _mine(ann, ann_id))["status"]
+        for page in (boss, bob):
+            await page.close()
+    assert status == "qualified"
