@@ -34,7 +34,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
-from gateway.api import Call, Endpoint, Unprocessable, admin, iso
+from gateway.api import Call, Endpoint, Unprocessable, admin, iso, listing, page
 from gateway.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
 from people import qualifications as q
 from people.filters import compile_filter
@@ -218,17 +218,21 @@ async def enroll(call: Call) -> dict[str, Any]:
 
 async def members_of(call: Call) -> dict[str, Any]:
     qualification = await _named(call)
+    limit, cursor = page(call.request)
     stmt = (
         select(QualificationProgress, Member.name)
         .join(Member, Member.id == QualificationProgress.member_id)
-        .where(QualificationProgress.qualification == qualification.name)
+        .where(QualificationProgress.qualification == qualification.name,
+               QualificationProgress.id > cursor)
         .order_by(QualificationProgress.id)
-    )
+        .limit(limit + 1)
+    )  # fmt: skip
     status = call.request.query.get("status")
     if status:
         stmt = stmt.where(QualificationProgress.status == status)
     found = (await call.session.execute(stmt)).all()
-    return {"items": [{**_progress(p), "name": name} for p, name in found]}
+    items = [{"id": str(p.id), **_progress(p), "name": name} for p, name in found[:limit]]
+    return listing(items, len(found) > limit)
 
 
 def _id(value: int | None) -> str | None:
@@ -395,7 +399,8 @@ ENDPOINTS = [
     Endpoint("POST", ONE + "/enrollments", enroll, "Enroll members (ids or a filter)", EDIT,
              EnrollBody, tag=TAG),
     Endpoint("GET", ONE + "/members", members_of, "Members' progress", EDIT, tag=TAG,
-             query={"status": "only this status (provisional: the review queue)"}),
+             query={"status": "only this status (provisional: the review queue)",
+                    "limit": "1 to 200 (50)", "cursor": "the next of the page before"}),
     Endpoint("GET", "/api/members/{id}/qualifications", member_progress,
              "A member's qualifications", None, tag=TAG),
     Endpoint("POST", MINE + "/chats/{requirement}", start_chat, "Start a simulated chat",

@@ -229,6 +229,13 @@ async def test_definitions_over_the_api_say_where_they_are_wrong_and_need_edit(
             "id": "days", "kind": "question", "prompt": "Refund days?", "choices": ["1-2", "3-5"],
         }  # fmt: skip
         assert (await ann.get("/api/qualifications/nothing"))[0] == 404
+        await _team(gw, "Bob")
+        everyone = {"field": "kind", "op": "eq", "value": "team"}
+        assert len((await admin.post(f"{Q}/enrollments", {"filter": everyone}))[1]["enrolled"]) == 3
+        first = (await admin.get(f"{Q}/members?limit=2"))[1]
+        rest = (await admin.get(f"{Q}/members?limit=2&cursor={first['next']}"))[1]
+        assert [m["name"] for m in first["items"] + rest["items"]] == ["Boss", "Ann", "Bob"]
+        assert rest["next"] is None
 
 
 async def test_revoking_sends_the_member_s_billing_conversations_back_to_the_queue(
