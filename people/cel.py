@@ -131,6 +131,17 @@ def check(expression: str, allowed: set[str]) -> None:
         )
 
 
+_RULE = re.compile(r"Token\('RULE', '(\w+?)_(\w+)'\)")
+_TYPE = re.compile(r"<class 'celpy\.celtypes\.(\w+?)Type'>")
+
+
+def readable(message: str) -> str:
+    """cel-python's message in CEL's words: ``Token('RULE', 'addition_add')`` becomes
+    ``add``, ``<class 'celpy.celtypes.StringType'>`` becomes ``string``."""
+    message = _RULE.sub(lambda m: m.group(2), message)
+    return _TYPE.sub(lambda m: m.group(1).lower(), message)
+
+
 def _plain(value: Any) -> Any:
     """A CEL value as plain JSON-like Python (bool before int: CEL's bool is an int)."""
     if isinstance(value, celpy.celtypes.BoolType):
@@ -217,13 +228,18 @@ class CelRunner:
         if worker is None or not worker.process.is_alive():
             worker = self._slots[slot] = self._start()
             # Python and cel-python load first; the deadline is the expression's alone.
-            ready = worker.connection.poll(STARTUP_SECONDS)
-            with contextlib.suppress(EOFError, OSError):
-                ready = ready and worker.connection.recv()[0] == "ready"
+            ready = False
+            if worker.connection.poll(STARTUP_SECONDS):
+                with contextlib.suppress(EOFError, OSError):  # EOF: it died starting
+                    ready = worker.connection.recv()[0] == "ready"
             if not ready:
                 self._stop(slot)
                 return ("error", "the CEL worker did not start")
-        worker.connection.send((expression, dict(activation)))
+        try:
+            worker.connection.send((expression, dict(activation)))
+        except OSError:  # it died since (killed from outside): the next call starts another
+            self._stop(slot)
+            return ("error", "the CEL worker stopped")
         if worker.connection.poll(self._deadline):
             with contextlib.suppress(EOFError, OSError):  # the worker died: out of memory
                 answer: tuple[str, Any] = worker.connection.recv()
@@ -245,7 +261,7 @@ class CelRunner:
         work.add_done_callback(lambda _: self._free.put_nowait(slot))
         status, value = await asyncio.shield(work)
         if status != "ok":
-            raise CelFailed(value)
+            raise CelFailed(readable(str(value)))
         return value
 
     async def warm_up(self) -> None:

@@ -212,10 +212,12 @@ async def test_a_runaway_or_failing_formula_is_an_error_on_its_criterion_not_a_c
             {"id": "slow", "prompt": "?", "criteria": [{"formula": runaway}]},
             {"id": "zero", "prompt": "?", "criteria": [{"formula": "1 / (metrics.turns - 1) > 0"}]},
             {"id": "missing", "prompt": "?", "criteria": [{"formula": 'member.nickname == "x"'}]},
+            {"id": "types", "prompt": "?", "criteria": [{"formula": "answer + 1 > 0"}]},
+            {"id": "number", "prompt": "?", "criteria": [{"formula": "metrics.words + 1"}]},
         ],
     })  # fmt: skip
     ann = await _member(sqlite_gateway)
-    answers = {"slow": "a", "zero": "b", "missing": "c"}
+    answers = {"slow": "a", "zero": "b", "missing": "c", "types": "d", "number": "e"}
     async with sqlite_gateway.services.sessions.begin() as session:
         progress = await enroll(session, ann, qualification, actor=None)
         submission = await attempt(session, qualification, progress, ann, answers, runner)
@@ -224,6 +226,10 @@ async def test_a_runaway_or_failing_formula_is_an_error_on_its_criterion_not_a_c
     assert all(errors.values()), errors
     assert all(len(e) <= 300 for e in errors.values())
     assert "longer than" in errors["slow"] or "memory" in errors["slow"]
+    assert "divide by zero" in errors["zero"]
+    assert "nickname" in errors["missing"]
+    assert errors["types"] == "found no matching overload for add applied to '(string, int)'"
+    assert errors["number"] == "the formula gave 2, not true/false"
 
 
 @pytest.mark.parametrize(
