@@ -131,6 +131,11 @@ class ChannelSettings(BaseModel):
         rather than through ``send``: the outbox holds them for ``ChannelContext.pickup``."""
         return False
 
+    def takes_voicemail(self) -> bool:
+        """Whether a conversation handed to people here ends by recording a message for
+        them (a call): the reply that opened the handoff carries a ``voicemail`` action."""
+        return False
+
 
 @dataclass(frozen=True)
 class ChannelContext:

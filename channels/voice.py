@@ -59,7 +59,18 @@ from people.identities import to_e164
 BASE = "/channels/twilio/voice"
 HOLD_LOOPS = 3  # hold music plays this many times, then the call listens again
 MAX_FILLERS = 10  # x reply_wait_seconds: well past an agent turn's deadline (8 s)
-RAW_FIELDS = ("CallSid", "From", "To", "CallStatus", "SpeechResult", "Confidence", "Digits")
+RAW_FIELDS = (
+    "CallSid",
+    "From",
+    "To",
+    "CallStatus",
+    "SpeechResult",
+    "Confidence",
+    "Digits",
+    "RecordingUrl",
+    "RecordingDuration",
+    "RecordingSid",
+)
 ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
@@ -87,9 +98,18 @@ class VoiceSettings(ChannelSettings):
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per REST request.")
     notify_prompt: str = "Press 1 to take the conversation."
     notify_goodbye: str = "Nobody will be assigned. Goodbye."
+    voicemail: bool = Field(default=False, description="Record a message when handed off.")
+    voicemail_prompt: str = (
+        "If you'd like to leave a message for the team, speak after the tone, then hang up."
+    )
+    voicemail_seconds: int = Field(default=120, ge=5, le=600, description="Longest message.")
+    voicemail_thanks: str = "Thank you, the team has your message. Goodbye!"
 
     def replies_inline(self) -> bool:
         return True
+
+    def takes_voicemail(self) -> bool:
+        return self.voicemail
 
     def sends_from(self) -> str | None:
         return self.numbers[0]  # notification calls come from here
@@ -102,6 +122,7 @@ class VoiceChannel:
     settings_model: ClassVar[type[ChannelSettings]] = VoiceSettings
     paths: ClassVar[tuple[str, ...]] = (
         BASE, f"{BASE}/turn", f"{BASE}/pickup", f"{BASE}/status", f"{BASE}/notify",
+        f"{BASE}/voicemail",
     )  # fmt: skip
 
     def __init__(self, settings: VoiceSettings, context: ChannelContext) -> None:
@@ -137,6 +158,8 @@ class VoiceChannel:
             return WebhookReply("", "text/plain")
         if inbox not in self.settings.numbers:
             raise ValidationFailed(f"{inbox} is not one of this workspace's voice numbers")
+        if request.path == f"{BASE}/voicemail":
+            return await self._voicemail(call_sid, inbox, caller, request)
         turn, silence = _number(request, "n", 0), _number(request, "silence", 0)
         if request.path == f"{BASE}/pickup":
             return await self._say_reply(call_sid, turn, _number(request, "waited", 0))
@@ -149,16 +172,33 @@ class VoiceChannel:
         return await self._say_reply(call_sid, turn, 0)
 
     async def _store(
-        self, call_sid: str, turn: int, inbox: str, caller: str, said: str, request: RawRequest
-    ) -> None:
+        self, call_sid: str, turn: int | str, inbox: str, caller: str, said: str,
+        request: RawRequest, answer: bool = True,
+    ) -> None:  # fmt: skip
         if self._context.submit is None:
             raise DeliveryFailed("the gateway is not accepting calls", retryable=True)
         raw = {k: request.form.get(k, "") for k in RAW_FIELDS}
         await self._context.submit(InboundMessage(
             channel=self.name, inbox=inbox, sender_kind="phone", sender=caller, text=said,
             external_id=f"{call_sid}:{turn}", received_at=datetime.now(UTC),
-            thread_key=call_sid, raw=raw,
+            thread_key=call_sid, raw=raw, answer=answer,
         ))  # fmt: skip
+
+    async def _voicemail(
+        self, call_sid: str, inbox: str, caller: str, request: RawRequest
+    ) -> WebhookReply:
+        """Twilio's ``<Record>`` finished: the recording's link is a message for the team
+        in the conversation (never answered by the agent); the caller is thanked."""
+        url = request.form.get("RecordingUrl", "")
+        if not url.startswith("https://"):
+            raise ValidationFailed("RecordingUrl is missing")
+        seconds = request.form.get("RecordingDuration", "?")
+        text = f"Voicemail ({seconds} s): {url}"
+        await self._store(call_sid, "voicemail", inbox, caller, text, request, answer=False)
+        response = VoiceResponse()
+        response.say(self.settings.voicemail_thanks)
+        response.hangup()
+        return _twiml(response)
 
     async def _say_reply(self, call_sid: str, turn: int, waited: int) -> WebhookReply:
         picked = None
@@ -183,13 +223,16 @@ class VoiceChannel:
         say = {"voice": picked.voice, "language": picked.language}
         ends = False
         for action in picked.actions:
-            ends = ends or action.get("action") in ("transfer", "hangup")
+            ends = ends or action.get("action") in ("transfer", "hangup", "voicemail")
         texts = list(picked.texts)
         if ends:
             for text in texts:
                 response.say(text, **say)
             for action in picked.actions:
-                _control(response, action)
+                if action.get("action") == "voicemail":
+                    self._record(response, say)
+                else:
+                    _control(response, action)
             return response
         gather = self._gather(turn + 1, picked.language)
         if picked.actions:  # say it, do it (hold, tones), then listen again
@@ -203,6 +246,15 @@ class VoiceChannel:
         response.append(gather)
         response.redirect(_url("turn", n=turn + 1, silence=1), method="POST")
         return response
+
+    def _record(self, response: VoiceResponse, say: Mapping[str, str]) -> None:
+        """Offer a voicemail: the prompt, the tone, the recording (its link comes to
+        ``/voicemail``). A caller who says nothing hears goodbye."""
+        response.say(self.settings.voicemail_prompt, **say)
+        response.record(action=f"{BASE}/voicemail", method="POST", play_beep=True, timeout=5,
+                        max_length=self.settings.voicemail_seconds, finish_on_key="#")  # fmt: skip
+        response.say(self.settings.goodbye, **say)
+        response.hangup()
 
     def _gather(self, turn: int, language: str) -> Gather:
         return Gather(input="speech dtmf", action=_url("turn", n=turn), method="POST",

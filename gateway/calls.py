@@ -92,10 +92,17 @@ class Calls:
                 .values(status="closed", updated_at=utcnow())
                 .returning(Conversation.id)
             )  # fmt: skip
-            # Nobody can answer a call that ended: its handoff is over too.
+            # Nobody can answer a call that ended: its handoff is over too -- unless the
+            # caller left a voicemail, which someone is to answer (call them back).
+            left_voicemail = (
+                select(Message.conversation_id)
+                .join(Inbound, Inbound.id == Message.inbound_id)
+                .where(Inbound.channel == channel, Inbound.external_id.like("%:voicemail"))
+            )
             await session.execute(
                 update(Handoff)
                 .where(Handoff.conversation_id.in_(list(ended.scalars())),
+                       Handoff.conversation_id.not_in(left_voicemail),
                        Handoff.status == "open")
                 .values(status="closed", closed_at=utcnow())
             )  # fmt: skip

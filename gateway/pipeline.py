@@ -383,6 +383,9 @@ class Pipeline:
                     result = (
                         replace(result, replies=(*result.replies, message)) if message else result
                     )
+                    if self._settings.channel(turn.channel).takes_voicemail():
+                        voicemail = {"action": "voicemail"}
+                        result = replace(result, actions=(*result.actions, voicemail))
                 told.append((turn, result))
             await self._write_replies(session, told)
         self.live.route_soon(routed)

@@ -28,6 +28,7 @@ from tests.helpers import (
     Api,
     Gateway,
     add_member,
+    eventually,
     make_config,
     twilio_signature,
 )
@@ -279,3 +280,43 @@ async def test_a_call_that_asks_for_a_person_is_not_offered_to_a_console_and_end
     assert handoff.operator_id is None
     assert fake.sent[0].to == "+14155550201"
     assert ended.status == "closed"
+
+
+async def test_a_caller_handed_to_people_can_leave_a_voicemail_for_the_team(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    settings = _settings(sqlite_url, base, voicemail=True, voicemail_seconds=60)
+    async with Gateway.running(settings, fake) as gw:
+        await _post(gw, "/channels/twilio/voice", _form())
+        asked = await _post(
+            gw, "/channels/twilio/voice/turn", _form(SpeechResult="Can I talk to a person?"), n=1
+        )
+        root = _twiml(await asked.text())
+        [record] = list(root.iter("Record"))
+        recording = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
+        left = _form(RecordingUrl=recording, RecordingDuration="14", RecordingSid="RE1")
+        thanked = [await _post(gw, "/channels/twilio/voice/voicemail", left) for _ in range(2)]
+        thanks = _said(_twiml(await thanked[0].text()))
+        forged = await gw.post_form("/channels/twilio/voice/voicemail", left, signature="bad")
+
+        async def stored() -> bool:
+            return await gw.count(Inbound, Inbound.status == "done") == 3
+
+        await eventually(stored)
+        messages = await gw.all(select(Message).order_by(Message.id))
+        await _post(gw, "/channels/twilio/voice/status", _form(CallStatus="completed"))
+        [handoff] = await gw.all(select(Handoff))
+        [conversation] = await gw.all(select(Conversation))
+    assert "leave a message for the team" in " ".join(_said(root))
+    assert (record.get("action"), record.get("maxLength")) == (
+        "/channels/twilio/voice/voicemail",
+        "60",
+    )
+    assert [r.status for r in thanked] == [200, 200]  # Twilio's retry is the same message
+    assert "the team has your message" in " ".join(thanks)
+    assert forged.status == 403
+    assert messages[-1].text == f"Voicemail (14 s): {recording}"
+    assert messages[-1].direction == "in"  # no reply: it is for the team
+    assert conversation.status == "closed"  # the call is over...
+    assert handoff.status == "open"  # ...but someone is to call them back
