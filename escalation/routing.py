@@ -10,7 +10,8 @@ first, then the lower id).
 The offer is one conditional UPDATE (``WHERE operator_id IS NULL``), so when several
 gateway processes route the same handoff at the same moment exactly one operator gets
 it. On PostgreSQL the chosen operator's member row is locked and their load recounted
-first, so two processes routing *different* handoffs cannot both fill the last seat.
+first, so two processes routing *different* handoffs cannot both fill the last seat --
+all in one round trip, the ``frontdesk_offer`` function (migration 0009).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, any_, bindparam, func, select, update
+from sqlalchemy import BigInteger, Integer, String, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from escalation.operators import OperatorSettings, Routed, Seat, may_take
 from people.filters import compile_filter
 from people.roles import RoleBook
-from store.models import Handoff, Member, utcnow
+from store.models import Handoff, Member, UtcDateTime, utcnow
 
 MAX_GROUP = 5000
 
@@ -118,13 +119,21 @@ async def offer(session: AsyncSession, handoff_id: int, candidates: list[Seat]) 
     """Offer the handoff to the best free seat; None when there is none, or when another
     process offered it first."""
     postgres = session.get_bind().dialect.name == "postgresql"
-    for seat in best(candidates):
-        if postgres:
-            # Serialise offers to one operator across processes; the UPDATE below then
-            # counts their load afresh (a new statement: a new snapshot).
-            await session.execute(
-                select(Member.id).where(Member.id == seat.member_id).with_for_update()
-            )
+    if postgres:  # one round trip: migration 0009's frontdesk_offer does the same
+        ranked = best(candidates)
+        if not ranked:
+            return None
+        chosen = await session.scalar(
+            select(func.frontdesk_offer(
+                handoff_id,
+                bindparam("members", [s.member_id for s in ranked], type_=ARRAY(BigInteger)),
+                bindparam("capacities", [s.capacity for s in ranked], type_=ARRAY(Integer)),
+                bindparam("groups", [s.group for s in ranked], type_=ARRAY(String)),
+                bindparam("now", utcnow(), type_=UtcDateTime()),
+            ))
+        )  # fmt: skip
+        return next((s for s in ranked if s.member_id == chosen), None)
+    for seat in best(candidates):  # SQLite: one writer at a time, no lock needed
         held = (
             select(func.count())
             .select_from(Handoff)
