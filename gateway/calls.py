@@ -79,30 +79,29 @@ class Calls:
         )
 
     async def end(self, channel: str, inbox: str, sender: str) -> None:
-        """The member left (a call ended): close their open conversation on ``inbox``."""
+        """The member left (a call ended): close their open conversation on ``inbox``.
+        Where calls take voicemail, a conversation handed to people stays open instead:
+        someone is to call back, and the voicemail (its callback can come after the call
+        ended) belongs in it."""
         kind = "phone" if channel == "voice" else channel
         async with self._sessions.begin() as session:
             member = await members.by_identity(session, kind, sender)
             if member is None:
                 return
-            ended = await session.execute(
-                update(Conversation)
-                .where(Conversation.member_id == member.id, Conversation.channel == channel,
-                       Conversation.inbox == inbox, Conversation.status != "closed")
-                .values(status="closed", updated_at=utcnow())
-                .returning(Conversation.id)
+            ending = update(Conversation).where(
+                Conversation.member_id == member.id, Conversation.channel == channel,
+                Conversation.inbox == inbox, Conversation.status != "closed",
             )  # fmt: skip
-            # Nobody can answer a call that ended: its handoff is over too -- unless the
-            # caller left a voicemail, which someone is to answer (call them back).
-            left_voicemail = (
-                select(Message.conversation_id)
-                .join(Inbound, Inbound.id == Message.inbound_id)
-                .where(Inbound.channel == channel, Inbound.external_id.like("%:voicemail"))
+            if self._settings.channel(channel).takes_voicemail():
+                handed = select(Handoff.conversation_id).where(Handoff.status == "open")
+                ending = ending.where(Conversation.id.not_in(handed))
+            ended = await session.execute(
+                ending.values(status="closed", updated_at=utcnow()).returning(Conversation.id)
             )
+            # Nobody can answer a call that ended: its handoff is over too.
             await session.execute(
                 update(Handoff)
                 .where(Handoff.conversation_id.in_(list(ended.scalars())),
-                       Handoff.conversation_id.not_in(left_voicemail),
                        Handoff.status == "open")
                 .values(status="closed", closed_at=utcnow())
             )  # fmt: skip
