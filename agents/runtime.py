@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CEL_WORKERS = 2  # workflow checks and qualification grading share this pool
+CEL_WORKERS = 2  # for workflows' checks (grading has a pool of its own)
 HOLDING_REPLY = (
     "Sorry, I'm having trouble answering right now. I've asked a person to follow up with you."
 )
@@ -65,8 +65,8 @@ class Runtime:
         """``models`` replaces the model of the agents it names (fault injection in tests);
         ``chat_models`` gives agents a LangChain chat model of the caller's (a scripted one)."""
         self._agents = {a.name: a for a in agents}
-        self.cel = CelRunner(workers=CEL_WORKERS)
-        self.engine = Engine(workflows, self.cel, region, timezone)
+        self._cel = CelRunner(workers=CEL_WORKERS)
+        self.engine = Engine(workflows, self._cel, region, timezone)
         self._count = count or (lambda name, outcome: None)
         self._timezone = timezone
         self._sessions: async_sessionmaker[AsyncSession] | None = None
@@ -88,7 +88,7 @@ class Runtime:
         """Start the CEL worker now if any workflow uses CEL, not in a member's first turn."""
         if self.engine.uses_cel():
             try:
-                await self.cel.warm_up()
+                await self._cel.warm_up()
             except CelFailed as exc:  # the first turn that needs it will try again
                 log.warning("the CEL worker did not start: %s", exc)
 
@@ -154,4 +154,4 @@ class Runtime:
         )
 
     async def close(self) -> None:
-        await self.cel.close()
+        await self._cel.close()

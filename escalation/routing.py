@@ -118,11 +118,11 @@ def best(candidates: list[Seat]) -> list[Seat]:
 async def offer(session: AsyncSession, handoff_id: int, candidates: list[Seat]) -> Seat | None:
     """Offer the handoff to the best free seat; None when there is none, or when another
     process offered it first."""
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:  # one round trip: migration 0009's frontdesk_offer does the same
-        ranked = best(candidates)
-        if not ranked:
-            return None
+    ranked = best(candidates)
+    if not ranked:
+        return None
+    if session.get_bind().dialect.name == "postgresql":
+        # One round trip: migration 0009's frontdesk_offer does what the loop below does.
         chosen = await session.scalar(
             select(func.frontdesk_offer(
                 handoff_id,
@@ -133,7 +133,7 @@ async def offer(session: AsyncSession, handoff_id: int, candidates: list[Seat]) 
             ))
         )  # fmt: skip
         return next((s for s in ranked if s.member_id == chosen), None)
-    for seat in best(candidates):  # SQLite: one writer at a time, no lock needed
+    for seat in ranked:  # SQLite: one writer at a time, no lock needed
         held = (
             select(func.count())
             .select_from(Handoff)

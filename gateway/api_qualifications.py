@@ -275,9 +275,10 @@ async def _member(call: Call, need: Need = USE) -> Member:
 
 async def member_progress(call: Call) -> dict[str, Any]:
     member = await _member(call)
+    mine = await q.progress_by_name(call.session, member.id)
     items = []
     for qualification in (await _catalog(call)).values():
-        progress = await q.progress_of(call.session, member.id, qualification.name)
+        progress = mine.get(qualification.name)
         if progress is None:
             continue
         events = await q.history(call.session, progress)
@@ -296,13 +297,7 @@ async def _mine(call: Call) -> tuple[Member, q.QualificationSettings, Qualificat
     if member.id != call.actor.id:
         raise NotFound("only the member takes its qualification")
     qualification = await _named(call)
-    found = await call.session.execute(
-        select(QualificationProgress)
-        .where(QualificationProgress.member_id == member.id,
-               QualificationProgress.qualification == qualification.name)
-        .with_for_update()
-    )  # fmt: skip
-    progress = found.scalar_one_or_none()
+    progress = await q.progress_of(call.session, member.id, qualification.name, lock=True)
     if progress is None:
         raise NotFound("you are not enrolled in this qualification")
     return member, qualification, progress
@@ -376,10 +371,11 @@ async def revoke(call: Call) -> dict[str, Any]:
     except q.QualificationError as exc:
         raise _lifecycle(exc) from exc
     # What another qualification of theirs still unlocks stays theirs.
+    held = await q.progress_by_name(call.session, progress.member_id)
+    qualified = {name for name, p in held.items() if p.status == "qualified"}
     kept: set[str] = set()
     for other in (await _catalog(call)).values():
-        held = await q.progress_of(call.session, progress.member_id, other.name)
-        if other.name != qualification.name and held is not None and held.status == "qualified":
+        if other.name != qualification.name and other.name in qualified:
             kept.update(other.workflows)
     lost = [w for w in qualification.workflows if w not in kept]
     live = call.services.pipeline.live

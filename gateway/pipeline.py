@@ -174,9 +174,8 @@ class Pipeline:
         self._settings = settings
         self._metrics = metrics
         self._on_outbox = on_outbox
-        self._hours = Hours(settings.escalation, settings.workspace.timezone)
-        self._now = now
-        self._team = Teamwork(settings, self._hours, now, on_outbox)
+        hours = Hours(settings.escalation, settings.workspace.timezone)
+        self._team = Teamwork(settings, hours, now, on_outbox)
         ttl = settings.escalation.operators.heartbeat_ttl_seconds
         self.live = Live(
             sessions, settings, presence or MemoryPresence(ttl), self._team.notify, on_outbox, now
@@ -372,20 +371,9 @@ class Pipeline:
                         result = replace(result, escalation=EscalationRequest(reason, "keyword"))
                 handoff = await _apply_effects(session, turn, result, triggers) if result else None
                 if result is not None and handoff is not None:
-                    await self._team.post_handoff(session, turn, result, handoff)
+                    result = await self._team.handed_off(session, turn, result, handoff)
                     if self.live.enabled:
                         routed.append(handoff.id)  # offered to an operator, or notified
-                    else:
-                        await self._notify(session, turn, handoff)
-                    # A new handoff: say when a person will be there (business hours).
-                    opened = await session.get(Conversation, turn.conversation_id)
-                    message = self._hours.handoff_message(opened, self._now()) if opened else None
-                    result = (
-                        replace(result, replies=(*result.replies, message)) if message else result
-                    )
-                    if self._settings.channel(turn.channel).takes_voicemail():
-                        voicemail = {"action": "voicemail"}
-                        result = replace(result, actions=(*result.actions, voicemail))
                 told.append((turn, result))
             await self._write_replies(session, told)
         self.live.route_soon(routed)
@@ -409,13 +397,6 @@ class Pipeline:
             log.info("%s agent replies dropped: a person took the conversation",
                      len(finished) - len(kept))  # fmt: skip
         return kept
-
-    async def _notify(self, session: AsyncSession, turn: Turn, handoff: Handoff) -> None:
-        conversation = await session.get(Conversation, turn.conversation_id)
-        if conversation is not None:
-            await self._team.notify(
-                session, handoff, conversation, turn.input.member_name or turn.to
-            )
 
     async def _write_replies(
         self, session: AsyncSession, finished: Sequence[tuple[Turn, TurnResult | None]]

@@ -8,6 +8,7 @@ notifications commit with the turn that opened it) and sends only through the ou
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,26 @@ class Teamwork:
         self._now = now
         self._on_outbox = on_outbox
         self.live: Live | None = None  # set by the pipeline, which makes both
+
+    async def handed_off(
+        self, session: AsyncSession, turn: Turn, result: TurnResult, handoff: Handoff
+    ) -> TurnResult:
+        """A turn opened ``handoff``: its Slack thread, the notification rules (unless live
+        operators are on: the caller routes it once committed), and what the customer
+        hears -- when a person will be there (business hours) and, on a call that takes
+        voicemail, the offer of one."""
+        await self.post_handoff(session, turn, result, handoff)
+        conversation = await session.get(Conversation, turn.conversation_id)
+        if conversation is None:
+            return result
+        if self.live is None or not self.live.enabled:
+            await self.notify(session, handoff, conversation, turn.input.member_name or turn.to)
+        message = self._hours.handoff_message(conversation, self._now())
+        if message:
+            result = replace(result, replies=(*result.replies, message))
+        if self._settings.channel(turn.channel).takes_voicemail():
+            result = replace(result, actions=(*result.actions, {"action": "voicemail"}))
+        return result
 
     async def post_handoff(
         self, session: AsyncSession, turn: Turn, result: TurnResult, handoff: Handoff

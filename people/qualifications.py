@@ -215,6 +215,16 @@ async def progress_of(
     return found.scalar_one_or_none()
 
 
+async def progress_by_name(
+    session: AsyncSession, member_id: int
+) -> dict[str, QualificationProgress]:
+    """The member's progress in every qualification they were ever enrolled in."""
+    found = await session.execute(
+        select(QualificationProgress).where(QualificationProgress.member_id == member_id)
+    )
+    return {p.qualification: p for p in found.scalars()}
+
+
 def _move(
     session: AsyncSession, progress: QualificationProgress, to: Status, actor: int | None,
     reason: str, now: datetime,
