@@ -205,7 +205,16 @@ class Conversational(Protocol):
 class Listener(Protocol):
     """A channel that listens itself (an SMTP server), started once the app can store."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> bool:
+        """Bind and say True; False when configured not to listen. Raises when it cannot
+        bind (the process then does not start)."""
+        ...
+
+    async def serve(self) -> None:
+        """Serve until cancelled; bind again first if the listener is not serving. Returns
+        or raises only if it stops by itself, and is then called again (the supervisor
+        keeps it)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -274,11 +274,11 @@ class EmailChannel:
     def acknowledge(self, message: InboundMessage) -> WebhookReply:
         return WebhookReply("ok")
 
-    async def start(self) -> None:
+    async def start(self) -> bool:
         """Start the SMTP listener, if configured, on the running loop."""
         listen = self.settings.smtp_listen
         if listen is None or self._context.submit is None:
-            return
+            return False
         handler = _SmtpHandler(self)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -293,6 +293,20 @@ class EmailChannel:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("email: SMTP listener on %s:%s", listen.host, self.port)
+        return True
+
+    async def serve(self) -> None:
+        if (self._server is None or not self._server.is_serving()) and not await self.start():
+            return
+        assert self._server is not None  # start() bound it
+        task = asyncio.current_task()
+        try:
+            await self._server.serve_forever()
+        except asyncio.CancelledError:
+            if task is not None and task.cancelling():
+                raise
+            # The server was closed under us, not by our cancellation: listen again.
+            log.error("email: the SMTP listener stopped; it is started again")
 
     # Outbound ------------------------------------------------------------------------
 

@@ -64,14 +64,21 @@ def create_app(
     return app
 
 
-async def _open_bus(settings: Settings) -> tuple[redis.Redis | None, PubSub, WorkQueue]:
-    url = settings.storage.redis_url
-    if url is None:
+async def _open_bus(
+    settings: Settings, supervisor: Supervisor
+) -> tuple[redis.Redis | None, PubSub, WorkQueue]:
+    storage = settings.storage
+    if storage.redis_url is None:
         return None, MemoryPubSub(), MemoryWorkQueue()
-    client = redis_bus.connect(url, max_connections=settings.storage.pool_size * 4)
+    timeout = storage.redis_timeout_seconds
+    client = redis_bus.connect(storage.redis_url, storage.pool_size * 4, timeout)
     await client.ping()
-    blocking = redis_bus.connect(url, max_connections=2)
-    return client, redis_bus.RedisPubSub(client), redis_bus.RedisWorkQueue(client, blocking)
+    blocking = redis_bus.connect(storage.redis_url, 2, timeout)
+    return (
+        client,
+        redis_bus.RedisPubSub(client, supervisor),
+        redis_bus.RedisWorkQueue(client, blocking, supervisor, timeout),
+    )
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -80,7 +87,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     url = settings.storage.database_url
     engine = create_engine(url, pool_size=settings.storage.pool_size, manual_checkpoints=True)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-    client, pubsub, queue = await _open_bus(settings)
+    metrics = Metrics()
+    supervisor = Supervisor(metrics)
+    client, pubsub, queue = await _open_bus(settings, supervisor)
 
     async def submit(message: InboundMessage) -> Accepted:
         return await pipeline.accept(message)  # bound below, before any listener starts
@@ -97,7 +106,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         command=lambda channel, address, text: pipeline.live.command(channel, address, text),
     )
     opened = {name: channels.load(name)(cfg, context) for name, cfg in settings.channels.items()}
-    supervisor, metrics = Supervisor(), Metrics()
     sessions = session_factory(engine)
     own_runtime = state.runtime is None
     runtime = state.runtime or runtime_for(settings, metrics)
@@ -116,9 +124,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     sockets, consoles = WebChatSockets(), Consoles()
     examinations = Examinations(sessions, settings, Examiner(), supervisor, pipeline.live)
-    for channel in opened.values():
-        if isinstance(channel, Listener):
-            await channel.start()
+    for name, channel in opened.items():
+        if isinstance(channel, Listener) and await channel.start():
+            supervisor.keep(f"{name}-listener", channel.serve, cancel_on_stop=True)
     await pubsub.subscribe(webchat.TOPIC, sockets.deliver)
     await pubsub.subscribe(live.TOPIC, consoles.changed)
     state.running = Services(
@@ -127,8 +135,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )  # fmt: skip
     stop = asyncio.Event()
     processor = Processor(queue, pipeline, runtime, supervisor, metrics, settings.gateway.workers)
-    workers = settings.gateway.workers > 0
-    loops = await _start_workers(state.services, processor, stop) if workers else []
+    if settings.gateway.workers > 0:
+        await _start_workers(state.services, processor, stop)
     try:
         yield
     finally:
@@ -136,7 +144,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         stop.set()
         processor.stop()
         deliverer.stop()
-        await asyncio.gather(*loops, return_exceptions=True)
+        await supervisor.stop(SHUTDOWN_GRACE_SECONDS)
         await supervisor.drain(SHUTDOWN_GRACE_SECONDS)
         await pipeline.close()
         await deliverer.close()
@@ -172,27 +180,22 @@ def runtime_for(settings: Settings, metrics: Metrics | None = None, **options: A
     )
 
 
-async def _start_workers(
-    s: Services, processor: Processor, stop: asyncio.Event
-) -> list[asyncio.Task[None]]:
-    """Resume what a crash left behind, then run the processor, deliverer and sweeper."""
+async def _start_workers(s: Services, processor: Processor, stop: asyncio.Event) -> None:
+    """Resume what a crash left behind, then keep the processor, deliverer, sweeper,
+    routing and WAL checkpoints running under the supervisor."""
     for key in await s.pipeline.pending_keys():
         await s.pipeline.enqueue(key)
     s.supervisor.spawn(s.examinations.sweep(), name="grade-left")
-    return [
-        asyncio.create_task(processor.run(), name="processor"),
-        asyncio.create_task(s.deliverer.run(), name="deliverer"),
-        asyncio.create_task(_sweep(s, stop), name="sweeper"),
-        *_checkpoints(s, stop),
-        *_routing(s, stop),
-    ]
-
-
-def _routing(s: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    keep = s.supervisor.keep
+    keep("processor", processor.run)
+    keep("deliverer", s.deliverer.run)
+    keep("sweeper", lambda: _sweep(s, stop))
+    path = sqlite_path(s.settings.storage.database_url)
+    if path is not None:  # a missed checkpoint only lets the WAL grow: not a reason to be unready
+        keep("wal-checkpoint", lambda: _checkpoint(path, stop), required=False)
     ladders = any(rule.ladder for rule in s.settings.escalation.notify)
-    if not (s.pipeline.live.enabled or ladders):
-        return []
-    return [asyncio.create_task(_route(s, stop), name="routing")]
+    if s.pipeline.live.enabled or ladders:
+        keep("routing", lambda: _route(s, stop))
 
 
 async def _route(s: Services, stop: asyncio.Event) -> None:
@@ -211,11 +214,6 @@ async def _route(s: Services, stop: asyncio.Event) -> None:
             await s.pipeline.climb()
         except Exception:
             log.exception("routing pass failed; next in %ss", ROUTE_SECONDS)
-
-
-def _checkpoints(s: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    path = sqlite_path(s.settings.storage.database_url)
-    return [] if path is None else [asyncio.create_task(_checkpoint(path, stop), name="wal")]
 
 
 async def _checkpoint(path: str, stop: asyncio.Event) -> None:

@@ -55,6 +55,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.loop_failures = Counter(
+            "frontdesk_loop_failures",
+            "Background loops that failed (or returned) and were started again, by loop",
+            ["loop"],
+            registry=self.registry,
+        )
+        self.loop_up = Gauge(
+            "frontdesk_loop_up",
+            "1 while a background loop runs, 0 while it waits to be restarted",
+            ["loop"],
+            registry=self.registry,
+        )
         self.abilities = Counter(
             "frontdesk_ability_calls",
             "Ability calls by ability and outcome (ok, refused, invalid)",

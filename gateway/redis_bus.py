@@ -7,6 +7,13 @@ written to the socket by process A, which holds it).
 Work queue: a Redis list of keys (``LPUSH``/``BRPOP``). A key is leased with
 ``SET NX PX`` and a random token, refreshed while held and released only by its holder
 (compare-and-delete in Lua), so a crashed holder's lease simply expires.
+
+Timeouts: every connection has a socket timeout (redis-py's default is 5 s), so a dead
+connection is noticed. ``BRPOP`` blocks on the server for less than that timeout: a
+block as long as the timeout made the socket give up first, the error killed the
+processor, and an idle process stopped answering (issue 13). A read that times out all
+the same means "nothing yet". The pub/sub reader and the lease refresher are loops kept
+by the supervisor: if one fails it is logged, counted and started again.
 """
 
 from __future__ import annotations
@@ -21,14 +28,17 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from gateway.bus import Handler, deliver
+from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 PREFIX = "frontdesk:"
 QUEUE = PREFIX + "work"
 LEASE_MS = 30_000
+SOCKET_TIMEOUT_SECONDS = 5.0
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
@@ -38,17 +48,32 @@ _REFRESH = (
 )
 
 
-def connect(url: str, max_connections: int = 64) -> redis.Redis:
-    """A client whose pool waits for a free connection instead of failing past its size."""
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10)
+def connect(
+    url: str, max_connections: int = 64, socket_timeout: float = SOCKET_TIMEOUT_SECONDS
+) -> redis.Redis:
+    """A client whose pool waits for a free connection instead of failing past its size,
+    and whose reads give up after ``socket_timeout`` seconds."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=10,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+    )
     return redis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
+def block_seconds(socket_timeout: float) -> float:
+    """How long ``BRPOP`` blocks on the server: well inside the socket's timeout."""
+    return max(min(socket_timeout / 2, 5.0), 0.05)
+
+
 class RedisPubSub:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, supervisor: Supervisor | None = None) -> None:
         self._client = client
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._handlers: dict[str, list[Handler]] = {}
+        self._supervisor = supervisor or Supervisor()
         self._reader: asyncio.Task[None] | None = None
 
     async def publish(self, topic: str, payload: Mapping[str, Any]) -> None:
@@ -59,23 +84,27 @@ class RedisPubSub:
             await self._pubsub.subscribe(PREFIX + topic)
         self._handlers.setdefault(topic, []).append(handler)
         if self._reader is None:
-            self._reader = asyncio.create_task(self._read(), name="redis-pubsub-reader")
+            self._reader = self._supervisor.keep(
+                "redis-pubsub-reader", self._read, cancel_on_stop=True
+            )
 
     async def _read(self) -> None:
-        backoff = 0.1
+        """Deliver what arrives until cancelled; a lost connection is the supervisor's to
+        retry (redis-py resubscribes when the connection is made again)."""
         while True:
-            try:
-                message = await self._pubsub.get_message(timeout=None)
-            except (RedisError, OSError) as exc:
-                log.warning("redis pub/sub connection lost (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
+            message = await self._pubsub.get_message(timeout=None)
             if message is None or message.get("type") != "message":
                 continue
-            topic = message["channel"].decode().removeprefix(PREFIX)
-            await deliver(self._handlers.get(topic, []), json.loads(message["data"]))
+            try:
+                topic = _text(message["channel"]).removeprefix(PREFIX)
+                payload = json.loads(message["data"])
+            except (ValueError, UnicodeDecodeError) as exc:
+                log.warning("ignored a pub/sub message that is not JSON: %s", exc)
+                continue
+            if isinstance(payload, dict):
+                await deliver(self._handlers.get(topic, []), payload)
+            else:
+                log.warning("ignored a pub/sub message that is not a JSON object")
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -86,10 +115,20 @@ class RedisPubSub:
 
 
 class RedisWorkQueue:
-    def __init__(self, client: redis.Redis, blocking: redis.Redis) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        blocking: redis.Redis,
+        supervisor: Supervisor | None = None,
+        socket_timeout: float = SOCKET_TIMEOUT_SECONDS,
+    ) -> None:
+        """``blocking`` is a client of its own for ``BRPOP`` (which holds its connection),
+        made with ``socket_timeout`` like ``connect`` makes it."""
         self._client = client
-        self._blocking = blocking  # BRPOP holds its connection; keep it off the shared pool
+        self._blocking = blocking
+        self._block = block_seconds(socket_timeout)
         self._held: dict[str, str] = {}  # key -> our lease token
+        self._supervisor = supervisor or Supervisor()
         self._refresher: asyncio.Task[None] | None = None
 
     async def push(self, key: str) -> None:
@@ -97,7 +136,10 @@ class RedisWorkQueue:
 
     async def pop_many(self, limit: int) -> list[str]:
         while True:
-            item = await self._blocking.brpop([QUEUE], timeout=5)
+            try:
+                item = await self._blocking.brpop([QUEUE], timeout=self._block)
+            except RedisTimeout:  # the socket gave up before the server answered: nothing yet
+                continue
             if item is not None:
                 break
         keys = {_text(item[1]): None}
@@ -115,8 +157,10 @@ class RedisWorkQueue:
             results = await pipe.execute()
         claimed = [k for k, ok in zip(wanted, results, strict=True) if ok]
         self._held.update((k, t) for k, t, ok in zip(wanted, tokens, results, strict=True) if ok)
-        if self._held and (self._refresher is None or self._refresher.done()):
-            self._refresher = asyncio.create_task(self._refresh(), name="lease-refresher")
+        if self._held and self._refresher is None:
+            self._refresher = self._supervisor.keep(
+                "lease-refresher", self._refresh, cancel_on_stop=True
+            )
         return claimed
 
     async def release(self, keys: list[str]) -> None:
@@ -134,8 +178,11 @@ class RedisWorkQueue:
             )
 
     async def _refresh(self) -> None:
-        while self._held:
+        """Every third of a lease, extend the leases held; runs until cancelled."""
+        while True:
             await asyncio.sleep(LEASE_MS / 3000)
+            if not self._held:
+                continue
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for key, token in list(self._held.items()):

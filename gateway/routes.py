@@ -144,9 +144,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database (and Redis, when configured) answer."""
+    """Ready when the database (and Redis, when configured) answer and no required
+    background loop is down (waiting to be restarted after a failure)."""
     s = services(request)
-    checks: dict[str, str] = {}
+    down = s.supervisor.down()
+    checks: dict[str, str] = {"loops": "down: " + ", ".join(down) if down else "ok"}
     try:
         async with s.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))

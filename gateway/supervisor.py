@@ -1,23 +1,46 @@
-"""Background work that is held, bounded, logged and drained.
+"""Background work that is held, bounded, logged, restarted and drained.
 
-Every task the gateway starts after a request has returned lives here: the supervisor
-keeps a reference (so it is not garbage-collected mid-flight), logs what fails, and on
-shutdown cancels what is left after a grace period.
+Two kinds of work live here:
+
+- ``spawn``: a one-off task started after a request has returned (a turn, a send). The
+  supervisor keeps a reference (so it is not garbage-collected mid-flight), logs what
+  fails, and on shutdown cancels what is left after a grace period.
+- ``keep``: a long-lived loop (the processor, the deliverer, the sweeper, routing, the
+  Redis pub/sub reader, ...). No such loop may die silently: an exception is logged with
+  its traceback, counted in ``frontdesk_loop_failures``, and the loop is started again
+  after a backoff that doubles up to ``MAX_BACKOFF_SECONDS``. A loop that returns while
+  the process is not stopping counts as a failure too. While a required loop waits to be
+  restarted, ``down()`` names it and ``/readyz`` answers 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+FIRST_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 5.0
+# A loop that ran this long before failing starts over from the first backoff.
+HEALTHY_SECONDS = 30.0
+
 
 class Supervisor:
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._down: set[str] = set()
+        self._required: set[str] = set()
+        self._cancel_on_stop: set[str] = set()
+        self._metrics = metrics
+        self._stopping = asyncio.Event()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -32,6 +55,94 @@ class Supervisor:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def keep(
+        self,
+        name: str,
+        run: Callable[[], Awaitable[None]],
+        *,
+        required: bool = True,
+        cancel_on_stop: bool = False,
+    ) -> asyncio.Task[None]:
+        """Run ``run()`` until ``stop`` is called or the returned task is cancelled,
+        starting it again whenever it fails. ``required`` loops make the process unready
+        while they are down. A loop that runs until cancelled and holds nothing a
+        cancellation could strand (a listener, a reader) says ``cancel_on_stop``; others
+        are told to stop by their owners and waited for. Names are unique among the loops
+        kept at one time."""
+        if name in self._loops and not self._loops[name].done():
+            raise ValueError(f"a loop named {name!r} is already kept")
+        if required:
+            self._required.add(name)
+        if cancel_on_stop:
+            self._cancel_on_stop.add(name)
+        self._set_up(name, True)
+        task = asyncio.create_task(self._kept(name, run), name=f"loop:{name}")
+        self._loops[name] = task
+        return task
+
+    async def _kept(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await self._keep(name, run)
+        finally:  # ended on purpose (stopped or cancelled): no longer a loop to wait for
+            self._required.discard(name)
+            self._down.discard(name)
+
+    async def _keep(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        backoff = FIRST_BACKOFF_SECONDS
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                await run()
+            except Exception:
+                if self._stopping.is_set():
+                    log.warning("loop %s failed while stopping", name, exc_info=True)
+                    return
+                log.exception("loop %s failed; restarting in %.1fs", name, backoff)
+            else:
+                if self._stopping.is_set():
+                    return
+                log.error("loop %s returned while running; restarting in %.1fs", name, backoff)
+            if time.monotonic() - started >= HEALTHY_SECONDS:
+                backoff = FIRST_BACKOFF_SECONDS
+            self._set_up(name, False)
+            if self._metrics is not None:
+                self._metrics.loop_failures.labels(name).inc()
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
+                return
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            self._set_up(name, True)
+
+    def _set_up(self, name: str, up: bool) -> None:
+        if up:
+            self._down.discard(name)
+        else:
+            self._down.add(name)
+        if self._metrics is not None:
+            self._metrics.loop_up.labels(name).set(1 if up else 0)
+
+    def down(self) -> list[str]:
+        """The required loops that are waiting to be restarted now."""
+        return sorted(self._down & self._required)
+
+    async def stop(self, loops: float) -> None:
+        """Tell kept loops not to restart, and wait up to ``loops`` seconds for them to
+        return (their owners tell them to stop); cancel those still running after that."""
+        self._stopping.set()
+        for name in self._cancel_on_stop:
+            self._loops[name].cancel()
+        running = [task for task in self._loops.values() if not task.done()]
+        if not running:
+            return
+        _, pending = await asyncio.wait(running, timeout=loops)
+        for task in pending:
+            log.warning("loop %s did not stop in %ss; cancelled", task.get_name(), loops)
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for running work, then cancel the rest."""

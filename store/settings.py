@@ -20,3 +20,11 @@ class StorageSettings(BaseModel):
         "go through Redis so several gateway processes serve one workspace.",
     )
     pool_size: int = Field(default=10, ge=1, le=200)
+    redis_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long a Redis read or connect may take before the connection is "
+        "given up and made again; the work queue's blocking pop waits on the server for "
+        "half of it.",
+    )

@@ -25,7 +25,7 @@ async def test_health_and_readiness(gateway: Gateway) -> None:
     assert await (await gateway.client.get("/healthz")).json() == {"status": "ok"}
     ready = await gateway.client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"] == {"database": "ok"}
+    assert (await ready.json())["checks"] == {"loops": "ok", "database": "ok"}
 
 
 async def test_readiness_checks_redis_when_configured(
@@ -37,7 +37,7 @@ async def test_readiness_checks_redis_when_configured(
         await gw.sms("hello there")
         await fake.wait_sent(1)
         body = await (await gw.client.get("/readyz")).json()
-    assert body["checks"] == {"database": "ok", "redis": "ok"}
+    assert body["checks"] == {"loops": "ok", "database": "ok", "redis": "ok"}
 
 
 async def test_metrics_count_inbound_replies_rejections_and_turns(gateway: Gateway) -> None:
