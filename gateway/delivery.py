@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from channels.base import Channel, OutboundMessage, SupportsSentLookup
 from gateway.errors import DeliveryFailed
 from gateway.metrics import Metrics
+from gateway.opt_outs import HELP_KIND
 from gateway.settings import GatewaySettings
 from gateway.supervisor import Supervisor
 from store import consents, outbox
@@ -139,15 +140,19 @@ class Deliverer:
         out = await consents.opted_out(session, {(d.channel, d.to_address) for d in claimed})
         if not out:
             return claimed
+        kept = []
         for due in claimed:
             consent = out.get((due.channel, due.to_address))
-            if consent is not None:
+            # Carriers answer HELP whatever the number's choice: so do we.
+            if consent is None or due.payload.get("kind") == HELP_KIND:
+                kept.append(due)
+            else:
                 why = (f"suppressed: {due.to_address} opted out with '{consent.text.strip()}' "
                        f"at {consent.created_at.isoformat(timespec='seconds')}")  # fmt: skip
                 log.info("delivery %s %s", due.key, why)
                 await outbox.mark_failed(session, due, why)
                 self._metrics.failures.labels("delivery_suppressed").inc()
-        return [d for d in claimed if (d.channel, d.to_address) not in out]
+        return kept
 
     async def _send_one(self, due: outbox.Due) -> None:
         try:
