@@ -18,6 +18,8 @@ from multidict import CIMultiDictProxy, MultiDictProxy
 from pydantic import BaseModel, Field
 
 IdentityKind = Literal["phone", "email", "slack", "webchat"]
+# What a whole message means as a carrier keyword: stop messaging me, start again, help.
+ConsentKeyword = Literal["opt_out", "opt_in", "help"]
 Publisher = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 
@@ -135,6 +137,16 @@ class ChannelSettings(BaseModel):
         """Whether a conversation handed to people here ends by recording a message for
         them (a call): the reply that opened the handoff carries a ``voicemail`` action."""
         return False
+
+    def consent_keyword(self, text: str) -> ConsentKeyword | None:
+        """What ``text`` says as a whole, if it is an opt-out, opt-in or help keyword on
+        this channel (SMS's ``STOP``): such a message is recorded, never answered by an
+        agent. None where the channel has no such keywords."""
+        return None
+
+    def help_reply(self) -> str:
+        """The answer to a ``help`` keyword."""
+        return ""
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,20 @@ class SupportsStatusCallbacks(Protocol):
 
     async def parse_status(self, request: RawRequest) -> StatusUpdate:
         """Verify and read a status callback."""
+        ...
+
+
+@runtime_checkable
+class SupportsSentLookup(Protocol):
+    """A channel whose provider can say what it already sent (Twilio's message list).
+
+    Asked before sending again a message whose earlier attempt may have gone out
+    unrecorded (the process died, or the request timed out, while sending).
+    """
+
+    async def sent_since(self, message: OutboundMessage, since: datetime) -> list[Delivery]:
+        """What the provider took from ``message.inbox`` to ``message.to`` with this text at
+        or after ``since``, newest first. Raise ``DeliveryFailed`` when it cannot be asked."""
         ...
 
 

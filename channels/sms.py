@@ -10,11 +10,11 @@ HTTP client on the app's shared session; the outbox retries, so the client never
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar
 
 import aiohttp
-from pydantic import AfterValidator, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, ConfigDict, Field, SecretStr, model_validator
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
@@ -24,6 +24,7 @@ from channels.base import (
     Attachment,
     ChannelContext,
     ChannelSettings,
+    ConsentKeyword,
     Delivery,
     InboundMessage,
     OutboundMessage,
@@ -38,6 +39,13 @@ STATUS_PATH = "/channels/twilio/status"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 MAX_MEDIA = 10
 E164 = Annotated[str, AfterValidator(lambda n: to_e164(n, "ZZ"))]
+Keywords = Annotated[
+    tuple[str, ...], AfterValidator(lambda words: tuple(w.strip().upper() for w in words))
+]
+# How far before an unrecorded attempt the provider's records are read: its clock and
+# ours differ, and a message is dated when Twilio sends it, after we asked it to.
+CLOCK_SKEW = timedelta(minutes=5)
+LOOKUP_LIMIT = 50
 
 
 class SmsSettings(ChannelSettings):
@@ -54,9 +62,51 @@ class SmsSettings(ChannelSettings):
         default="https://api.twilio.com", description="Twilio REST base URL; tests use a fake."
     )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per REST request.")
+    opt_out_keywords: Keywords = Field(
+        default=("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"),
+        description="A text that is exactly one of these (trimmed, any case) opts its number "
+        "out: nothing more is sent to it until it opts in again.",
+    )
+    opt_in_keywords: Keywords = Field(
+        default=("START", "UNSTOP"), description="A text that is exactly one of these opts in."
+    )
+    help_keywords: Keywords = Field(
+        default=("HELP",), description="A text that is exactly one of these gets ``help_text``."
+    )
+    help_text: str = Field(
+        default="Reply STOP to stop receiving messages, START to receive them again.",
+        min_length=1,
+        description="The answer to a help keyword (the agent never sees these texts).",
+    )
+
+    @model_validator(mode="after")
+    def _keywords_distinct(self) -> SmsSettings:
+        lists = (self.opt_out_keywords, self.opt_in_keywords, self.help_keywords)
+        words = [w for words in lists for w in words]
+        if "" in words:
+            raise ValueError("keywords must not be empty")
+        twice = sorted({w for w in words if words.count(w) > 1})
+        if twice:
+            raise ValueError(f"keywords listed more than once: {', '.join(twice)}")
+        return self
 
     def sends_from(self) -> str | None:
         return self.numbers[0]
+
+    def consent_keyword(self, text: str) -> ConsentKeyword | None:
+        """Carriers match the whole message, trimmed, in any case: ``stop`` opts out,
+        ``please stop`` does not."""
+        word = text.strip().upper()
+        if word in self.opt_out_keywords:
+            return "opt_out"
+        if word in self.opt_in_keywords:
+            return "opt_in"
+        if word in self.help_keywords:
+            return "help"
+        return None
+
+    def help_reply(self) -> str:
+        return self.help_text
 
 
 def _raw(request: RawRequest) -> dict[str, Any]:
@@ -182,8 +232,37 @@ class SmsChannel:
                 provider_code=str(exc.code) if exc.code else None,
             ) from exc
         except (TwilioException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise DeliveryFailed(f"Twilio unreachable: {exc!r}", retryable=True) from exc
+            # The request may have been taken before the answer was lost.
+            raise DeliveryFailed(
+                f"Twilio unreachable: {exc!r}", retryable=True, maybe_sent=True
+            ) from exc
         return Delivery(provider_id=created.sid, status=created.status or "queued")
+
+    async def sent_since(self, message: OutboundMessage, since: datetime) -> list[Delivery]:
+        """Twilio's messages from ``message.inbox`` to ``message.to`` sent on or after
+        ``since`` (``DateSent>=``), whose body is this text; newest first."""
+        earliest = since - CLOCK_SKEW
+        try:
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                found = await self._client.messages.list_async(
+                    to=message.to, from_=message.inbox, date_sent_after=earliest,
+                    limit=LOOKUP_LIMIT,
+                )  # fmt: skip
+        except TwilioRestException as exc:
+            raise DeliveryFailed(
+                f"Twilio answered {exc.status} ({exc.code}) to a lookup: {exc.msg}",
+                retryable=True,
+            ) from exc
+        except (TwilioException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise DeliveryFailed(
+                f"Twilio unreachable for a lookup: {exc!r}", retryable=True
+            ) from exc
+        # A message Twilio has not sent yet has no date_sent: it counts (it was created).
+        return [
+            Delivery(provider_id=m.sid, status=m.status or "queued")
+            for m in found
+            if m.body == message.text and (m.date_sent is None or m.date_sent >= earliest)
+        ]
 
     async def close(self) -> None:
         """The HTTP session belongs to the app; nothing else to release."""

@@ -2,9 +2,20 @@
 
 It wakes when a turn has written replies (``wake``), when a retry it scheduled falls
 due, and every ``sweep_seconds`` to pick up rows whose sender's lease ran out (a crashed
-process) or that another process scheduled. Outcomes are recorded in batches. Failures
-the provider calls permanent (a 4xx such as an invalid number) fail the row at once;
-others back off exponentially with jitter, up to ``outbox_max_attempts``.
+process) or that another process scheduled. Failures the provider calls permanent (a 4xx
+such as an invalid number) fail the row at once; others back off exponentially with
+jitter, up to ``outbox_max_attempts``.
+
+Exactly once, as nearly as the provider allows: each send's outcome is committed as soon
+as its answer arrives, on its own (a batch would widen the window in which a crash
+forgets a send that happened). A row whose earlier attempt may have gone out unrecorded
+(``Due.unsure_since``: its process died, or the request timed out, while sending) is
+first looked up at the provider where the channel can (``SupportsSentLookup``: SMS) and
+recorded as sent if found. Elsewhere (SMTP, Slack) that one window remains: a crash
+between the provider's answer and the commit sends that one message again.
+
+A row to an address whose latest consent record is an opt-out (SMS ``STOP``) is never
+sent: it fails at the claim, with the reason.
 """
 
 from __future__ import annotations
@@ -13,19 +24,19 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from channels.base import Channel, OutboundMessage
-from gateway.batcher import Batcher
+from channels.base import Channel, OutboundMessage, SupportsSentLookup
 from gateway.errors import DeliveryFailed
 from gateway.metrics import Metrics
+from gateway.opt_outs import HELP_KIND
 from gateway.settings import GatewaySettings
 from gateway.supervisor import Supervisor
-from store import outbox
+from store import consents, outbox
 from store.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -67,7 +78,6 @@ class Deliverer:
         self._slots = asyncio.Semaphore(max(settings.workers, 1))
         self._next_retry: datetime | None = None
         self._defer = defer
-        self._record = Batcher(self._record_many, 256, "delivered", defer)
 
     def wake(self) -> None:
         self._wake.set()
@@ -119,11 +129,39 @@ class Deliverer:
             await self._defer()
         lease = timedelta(seconds=self._settings.outbox_lease_seconds)
         async with self._sessions.begin() as session:
-            return await outbox.claim_due(session, utcnow(), lease, BATCH)
+            claimed = await outbox.claim_due(session, utcnow(), lease, BATCH)
+            return await self._suppress_opted_out(session, claimed)
+
+    async def _suppress_opted_out(
+        self, session: AsyncSession, claimed: list[outbox.Due]
+    ) -> list[outbox.Due]:
+        """Fail the rows to addresses that opted out (agent and operator replies and
+        notifications alike); the others, to send."""
+        out = await consents.opted_out(session, {(d.channel, d.to_address) for d in claimed})
+        if not out:
+            return claimed
+        kept = []
+        for due in claimed:
+            consent = out.get((due.channel, due.to_address))
+            # Carriers answer HELP whatever the number's choice: so do we.
+            if consent is None or due.payload.get("kind") == HELP_KIND:
+                kept.append(due)
+            else:
+                why = (f"suppressed: {due.to_address} opted out with '{consent.text.strip()}' "
+                       f"at {consent.created_at.isoformat(timespec='seconds')}")  # fmt: skip
+                log.info("delivery %s %s", due.key, why)
+                await outbox.mark_failed(session, due, why)
+                self._metrics.failures.labels("delivery_suppressed").inc()
+        return kept
 
     async def _send_one(self, due: outbox.Due) -> None:
         try:
-            await self._record.submit(await self._deliver(due))
+            outcome = await self._deliver(due)
+            try:
+                await self._record(outcome)
+            except Exception:
+                # Its lease runs out and it is claimed again, in doubt: a send is looked up.
+                log.exception("could not record the delivery of %s", due.key)
         finally:
             self._slots.release()
 
@@ -160,28 +198,56 @@ class Deliverer:
         try:
             if channel is None:
                 raise DeliveryFailed(f"channel '{due.channel}' is not configured", retryable=False)
+            if due.unsure_since is not None and isinstance(channel, SupportsSentLookup):
+                already = await self._sent_before(channel, message, due, due.unsure_since)
+                if already is not None:
+                    return already
             delivery = await channel.send(message)
         except DeliveryFailed as exc:
             return _Failure(due, exc)
         return outbox.Sent(due, delivery.provider_id, delivery.status)
 
-    async def _record_many(
-        self, outcomes: Sequence[outbox.Sent | _Failure | _Waiting]
-    ) -> list[None]:
-        sent = [o for o in outcomes if isinstance(o, outbox.Sent)]
+    async def _sent_before(
+        self,
+        channel: SupportsSentLookup,
+        message: OutboundMessage,
+        due: outbox.Due,
+        since: datetime,
+    ) -> outbox.Sent | None:
+        """The provider's record of an attempt since ``since`` that went unrecorded, unless
+        another row already owns it (the same text to the same number); None: none went
+        out."""
+        try:
+            found = await channel.sent_since(message, since)
+        except DeliveryFailed as exc:
+            # Not knowing is no licence to send again: retry, still in doubt.
+            raise DeliveryFailed(exc.message, retryable=True, maybe_sent=True) from exc
+        ids = [d.provider_id for d in found if d.provider_id]
+        async with self._sessions() as session:
+            known = await outbox.known_provider_ids(session, ids)
+        mine = [d for d in found if d.provider_id and d.provider_id not in known]
+        if not mine:
+            return None
+        log.warning("delivery %s had gone out unrecorded (%s): recorded, not sent again",
+                    due.key, mine[-1].provider_id)  # fmt: skip
+        self._metrics.failures.labels("delivery_recovered").inc()
+        return outbox.Sent(due, mine[-1].provider_id, mine[-1].status)
+
+    async def _record(self, outcome: outbox.Sent | _Failure | _Waiting) -> None:
+        """Commit one outcome, at once."""
         now = utcnow()
         async with self._sessions.begin() as session:
-            await outbox.mark_sent(session, sent, now)
-            for failure in (o for o in outcomes if isinstance(o, _Failure)):
-                await self._failed(session, failure.due, failure.error, now)
-            for waiting in (o for o in outcomes if isinstance(o, _Waiting)):
+            if isinstance(outcome, outbox.Sent):
+                await outbox.mark_sent(session, [outcome], now)
+            elif isinstance(outcome, _Failure):
+                await self._failed(session, outcome.due, outcome.error, now)
+            else:
                 at = now + timedelta(seconds=self._settings.outbox_backoff_seconds)
-                await outbox.wait(session, waiting.due, at, "waiting for its thread")
+                await outbox.wait(session, outcome.due, at, "waiting for its thread")
                 self._next_retry = at if self._next_retry is None else min(self._next_retry, at)
                 self.wake()
-        for done in sent:
-            self._metrics.replies.labels(done.due.channel).inc()
-        return [None] * len(outcomes)
+        if isinstance(outcome, outbox.Sent):
+            self._metrics.replies.labels(outcome.due.channel).inc()
 
     async def _failed(
         self, session: AsyncSession, due: outbox.Due, exc: DeliveryFailed, now: datetime
@@ -190,7 +256,7 @@ class Deliverer:
             delay = self._settings.outbox_backoff_seconds * 2 ** (due.attempts - 1)
             at = now + timedelta(seconds=delay * random.uniform(0.8, 1.2))
             log.warning("delivery %s failed (%s); retry at %s", due.key, exc.message, at)
-            await outbox.reschedule(session, due, at, exc.message)
+            await outbox.reschedule(session, due, at, exc.message, unsure=exc.maybe_sent)
             self._next_retry = at if self._next_retry is None else min(self._next_retry, at)
             self._metrics.failures.labels("delivery_retry").inc()
             self.wake()
@@ -200,4 +266,4 @@ class Deliverer:
             self._metrics.failures.labels("delivery").inc()
 
     async def close(self) -> None:
-        await self._record.close()
+        """Nothing is queued here: each outcome was committed by its own send."""

@@ -90,15 +90,27 @@ class Conflict(FrontdeskError):
 
 
 class DeliveryFailed(FrontdeskError):
-    """A channel could not deliver; ``retryable`` says whether trying again may help."""
+    """A channel could not deliver; ``retryable`` says whether trying again may help.
+
+    ``maybe_sent``: the request may have reached the provider before it failed (a timeout,
+    a connection lost after sending), so it may have gone out all the same.
+    """
 
     code = "delivery_failed"
     status = 502
 
-    def __init__(self, message: str, *, retryable: bool, provider_code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        provider_code: str | None = None,
+        maybe_sent: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.provider_code = provider_code
+        self.maybe_sent = maybe_sent
 
 
 class Unavailable(FrontdeskError):

@@ -32,7 +32,7 @@ from escalation import handoffs
 from escalation.hours import TriggerSettings
 from escalation.presence import MemoryPresence, Presence
 from escalation.settings import Hours
-from gateway import conversations
+from gateway import conversations, opt_outs
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
 from gateway.calls import Calls
@@ -272,8 +272,13 @@ class Pipeline:
             if team:
                 await self._team.team_replies(session, team)
                 oldest = [i for i in oldest if i not in team]
+            keywords = opt_outs.keyworded(self._settings, oldest)  # STOP, START, HELP
+            replied = bool(keywords) and await opt_outs.record(session, self._settings, keywords)
+            oldest = [i for i in oldest if i not in keywords]
             turns = await self._prepare(session, oldest) if oldest else []
-        for inbound in team:
+        if replied:
+            self._on_outbox()
+        for inbound in (*team, *keywords):
             await self.enqueue(inbound.queue_key)  # its next message, if any
         return turns
 

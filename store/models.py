@@ -270,6 +270,29 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     provider_id: Mapped[str | None] = mapped_column(String(255), index=True)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When the latest attempt began, and the earliest attempt since the last recorded
+    # outcome that may have reached the provider unrecorded (a crash or a timeout while
+    # sending): before sending again, the provider is asked whether it went out.
+    attempted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    unsure_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Consent(Base):
+    """A member's word on being messaged over a channel (SMS ``STOP`` / ``START``): who,
+    which address, in or out, when, and the message that said it. The latest record of
+    an address is in force."""
+
+    __tablename__ = "consents"
+    __table_args__ = (Index("ix_consents_address", "channel", "address", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    channel: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(320))
+    choice: Mapped[str] = mapped_column(String(8))  # in | out
+    text: Mapped[str] = mapped_column(Text)
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Handoff(Base):

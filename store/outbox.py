@@ -3,6 +3,11 @@
 A row is claimed with a lease (so two processes never send it at once, and a crashed
 sender's row is picked up when its lease runs out), then marked sent, rescheduled or
 failed. ``key`` is unique: re-running the turn that produced a reply inserts nothing.
+
+A claim whose row still held a lease means the last attempt ended unrecorded (its
+process died while sending): that attempt may have reached the provider, so the row
+comes back ``unsure_since`` that attempt, and the deliverer asks the provider before
+sending again. A retry after a timeout keeps the same doubt.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Due:
     to_address: str
     payload: dict[str, Any]
     attempts: int
+    unsure_since: datetime | None = None  # an earlier attempt may have gone out unrecorded
 
 
 async def enqueue(session: AsyncSession, row: Outbox) -> bool:
@@ -83,12 +89,28 @@ async def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    # SET reads the row as it was: a lease still there is an attempt never recorded.
+    unsure = case((t.lease_until.is_not(None), func.coalesce(t.unsure_since, t.attempted_at)),
+                  else_=t.unsure_since)  # fmt: skip
     stmt = (
         update(_OUTBOX)
         .where(t.id.in_(due.scalar_subquery()), t.status == "pending", claimable)
-        .values(lease_until=now + lease, attempts=t.attempts + 1)
+        .values(
+            lease_until=now + lease,
+            attempts=t.attempts + 1,
+            attempted_at=now,
+            unsure_since=unsure,
+        )
         .returning(
-            t.id, t.key, t.message_id, t.channel, t.inbox, t.to_address, t.payload, t.attempts
+            t.id,
+            t.key,
+            t.message_id,
+            t.channel,
+            t.inbox,
+            t.to_address,
+            t.payload,
+            t.attempts,
+            t.unsure_since,
         )
     )
     rows = (await session.execute(stmt)).all()
@@ -112,7 +134,7 @@ async def mark_sent(session: AsyncSession, sent: Sequence[Sent], now: datetime) 
         update(_OUTBOX)
         .where(_OUTBOX.c.id == bindparam("oid"))
         .values(status="sent", sent_at=now, lease_until=None, last_error=None,
-                provider_id=bindparam("pid")),
+                unsure_since=None, provider_id=bindparam("pid")),
         [{"oid": s.due.id, "pid": s.provider_id} for s in sent],
     )  # fmt: skip
     messages = [s for s in sent if s.due.message_id is not None]
@@ -129,12 +151,28 @@ async def mark_sent(session: AsyncSession, sent: Sequence[Sent], now: datetime) 
         )
 
 
-async def reschedule(session: AsyncSession, due: Due, at: datetime, error: str) -> None:
+async def reschedule(
+    session: AsyncSession, due: Due, at: datetime, error: str, *, unsure: bool = False
+) -> None:
+    """Try again at ``at``. ``unsure``: this attempt may have reached the provider (it timed
+    out, or the provider could not be asked about an earlier one), so the doubt is kept;
+    otherwise the provider's answer settled it."""
+    doubt = func.coalesce(Outbox.unsure_since, Outbox.attempted_at) if unsure else None
     await session.execute(
         update(Outbox)
         .where(Outbox.id == due.id)
-        .values(next_attempt_at=at, lease_until=None, last_error=error)
+        .values(next_attempt_at=at, lease_until=None, last_error=error, unsure_since=doubt)
     )
+
+
+async def known_provider_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    """Which of the provider's ids other rows already recorded as theirs."""
+    if not ids:
+        return set()
+    found = await session.execute(
+        select(Outbox.provider_id).where(Outbox.provider_id.in_(list(ids)))
+    )
+    return {str(i) for i in found.scalars()}
 
 
 async def wait(session: AsyncSession, due: Due, at: datetime, why: str) -> None:
@@ -151,7 +189,7 @@ async def mark_failed(session: AsyncSession, due: Due, error: str) -> None:
     await session.execute(
         update(Outbox)
         .where(Outbox.id == due.id)
-        .values(status="failed", lease_until=None, last_error=error)
+        .values(status="failed", lease_until=None, last_error=error, unsure_since=None)
     )
     if due.message_id is not None:
         await session.execute(
