@@ -17,6 +17,9 @@ import aiohttp
 from multidict import CIMultiDictProxy, MultiDictProxy
 from pydantic import BaseModel, Field
 
+from gateway.errors import ValidationFailed
+from store.text import find_nul
+
 IdentityKind = Literal["phone", "email", "slack", "webchat"]
 # What a whole message means as a carrier keyword: stop messaging me, start again, help.
 ConsentKeyword = Literal["opt_out", "opt_in", "help"]
@@ -38,6 +41,23 @@ class RawRequest:
     headers: CIMultiDictProxy[str]
     form: MultiDictProxy[str]
     body: bytes
+
+
+def refuse_nul(value: object, where: str) -> None:
+    """Raise ``ValidationFailed`` unless ``value`` (text, bytes, or parsed JSON) is free of
+    NUL characters; the error names ``where`` and the path inside it.
+
+    Every door calls this before anything is stored (README: NUL is refused at every
+    door): PostgreSQL cannot store NUL in text or jsonb, and SQLite, mail parsers and
+    terminals cut text at one without a word.
+    """
+    # SECURITY: one check for every door, so that no channel accepts what another refuses.
+    if isinstance(value, bytes | bytearray):
+        found = where if b"\x00" in value else None
+    else:
+        found = find_nul(value, where)
+    if found is not None:
+        raise ValidationFailed(f"{found} contains a NUL character, which is not accepted")
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,16 @@ class InboundMessage:
     reply_context: Mapping[str, str] = field(default_factory=dict)  # comes back on replies
     answer: bool = True  # False: store it, never reply (automatic mail, say)
     verified: bool = True  # False: the sender may be forged; the turn gets contact rights
+
+    def __post_init__(self) -> None:
+        # The backstop behind each door's own check: no message holding a NUL is ever made.
+        refuse_nul(
+            {"text": self.text, "sender": self.sender, "inbox": self.inbox,
+             "external_id": self.external_id, "thread_key": self.thread_key or "",
+             "attachments": [a.url + a.content_type for a in self.attachments],
+             "raw": dict(self.raw), "reply_context": dict(self.reply_context)},
+            "message",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,16 @@ inbox counts as that inbox). The dedupe key is the Message-ID.
 
 The sender is the ``From`` address. Mail is easy to forge, so an email conversation runs
 with the ``contact`` role's permissions (nothing but the member itself) unless the message
-is authenticated: ``trust_authentication_results`` and a ``dmarc=pass`` from your own mail
-server.
+is authenticated: with ``trust_authentication_results``, a message that came through the
+inbound webhook is authenticated when the topmost ``Authentication-Results`` header written
+by ``authserv_id`` (the relay in front, which checked SPF/DKIM/DMARC) says ``dmarc=pass``.
+Over SMTP frontdesk is itself the receiving server and checks nothing, so every
+``Authentication-Results`` header that arrived with the message was written by the sender
+or a hop we do not know: they are all removed before the message is read, and mail over
+SMTP is never authenticated.
+
+NUL characters are refused anywhere in a message (raw or decoded: body, headers,
+addresses, file names): ``554`` over SMTP, 400 on the webhook, nothing stored.
 
 Loop safety: mail that is automatic -- ``Auto-Submitted`` other than ``no``, ``Precedence:
 bulk/junk/list``, ``List-*`` headers, ``X-Auto-Response-Suppress`` with OOF or All,
@@ -38,7 +46,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import re
 from base64 import b64decode
 from datetime import UTC, datetime
 from email import policy
@@ -61,8 +68,18 @@ from channels.base import (
     OutboundMessage,
     RawRequest,
     WebhookReply,
+    refuse_nul,
 )
-from channels.mailtext import automatic, clean, header_of, text_of, trim
+from channels.mailtext import (
+    AUTHENTICATION_RESULTS,
+    automatic,
+    clean,
+    dmarc_passed,
+    header_of,
+    refuse_nul_headers,
+    text_of,
+    trim,
+)
 from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
 from people.identities import to_email
 
@@ -117,14 +134,36 @@ class EmailSettings(ChannelSettings):
     max_auto_replies_per_hour: int = Field(default=5, ge=0)
     trust_authentication_results: bool = Field(
         default=False,
-        description="Believe a dmarc=pass in the top Authentication-Results header (set it "
-        "only when your receiving server adds that header and strips senders' own).",
+        description="Believe a dmarc=pass in the topmost Authentication-Results header "
+        "written by authserv_id, on mail from the inbound webhook (never over SMTP).",
+    )
+    authserv_id: str | None = Field(
+        default=None,
+        pattern=r"^[^\s;()\"\\]{1,255}$",
+        description="The authserv-id your receiving relay writes in Authentication-Results "
+        "(its host name, as a rule); required with trust_authentication_results.",
     )
 
     @model_validator(mode="after")
     def _default_agent(self) -> EmailSettings:
         if not self.agent:
             object.__setattr__(self, "agent", self.inboxes[0].agent)
+        return self
+
+    @model_validator(mode="after")
+    def _trust_needs_a_relay(self) -> EmailSettings:
+        # SECURITY: trusting every Authentication-Results header is trusting the sender, so
+        # trust is refused rather than guessed at when it could not mean anything safe.
+        if self.trust_authentication_results and not self.authserv_id:
+            raise ValueError(
+                "trust_authentication_results needs authserv_id: the id your receiving "
+                "relay writes in Authentication-Results (any other header may be forged)"
+            )
+        if self.trust_authentication_results and self.inbound_secret is None:
+            raise ValueError(
+                "trust_authentication_results needs inbound_secret: only mail a relay posts "
+                "to the inbound webhook is ever trusted (over SMTP nothing is)"
+            )
         return self
 
     def agent_for(self, inbox: str) -> str:
@@ -185,12 +224,19 @@ class EmailChannel:
             raise SignatureInvalid("the inbound secret does not match")
 
     def parse_mime(
-        self, raw: bytes, return_path: str | None, recipients: list[str] | None = None
+        self,
+        raw: bytes,
+        return_path: str | None,
+        recipients: list[str] | None = None,
+        *,
+        over_smtp: bool = False,
     ) -> InboundMessage:
         """A raw message as an ``InboundMessage`` (``ValidationFailed`` if it is not one of
-        ours or not readable)."""
+        ours, not readable, or holds a NUL). ``over_smtp``: we are the receiving server, so
+        every ``Authentication-Results`` header came from outside and is removed unread."""
+        refuse_nul(raw, "the message")
         try:
-            return self._parse(raw, return_path, recipients)
+            return self._parse(raw, return_path, recipients, over_smtp)
         except ValidationFailed:
             raise
         except Exception as exc:  # the email package on hostile input: unreadable, not a 500
@@ -200,11 +246,14 @@ class EmailChannel:
             ) from None
 
     def _parse(
-        self, raw: bytes, return_path: str | None, recipients: list[str] | None
+        self, raw: bytes, return_path: str | None, recipients: list[str] | None, over_smtp: bool
     ) -> InboundMessage:
         message = BytesParser(policy=policy.default).parsebytes(raw)
         if not isinstance(message, EmailMessage):
             raise ValidationFailed("not an email message")
+        if over_smtp:
+            del message[AUTHENTICATION_RESULTS]  # every one of them: none is our relay's
+        refuse_nul_headers(message)
         sender_header = header_of(message, "From")  # who it is; Reply-To is not an identity
         try:
             sender = to_email(parseaddr(sender_header)[1] or (return_path or "").strip("<>"))
@@ -225,7 +274,11 @@ class EmailChannel:
         subject = clean(header_of(message, "Subject"))
         references = clean(header_of(message, "References"))
         why_not = automatic(message, return_path)
-        text = trim(text_of(message))[:MAX_TEXT]
+        body = text_of(message)
+        refuse_nul(body, "the message's text")
+        text = trim(body)[:MAX_TEXT]
+        refuse_nul([part.get_filename() or "" for part in message.iter_attachments()],
+                   "an attachment's file name")  # fmt: skip
         files = [
             {
                 "name": clean(part.get_filename() or "attachment"),
@@ -261,15 +314,15 @@ class EmailChannel:
                 "references": f"{references} {message_id}".strip(),
             },
             answer=why_not is None,
-            verified=self._authenticated(message),
+            verified=self._authenticated(message, sender),
         )
 
-    def _authenticated(self, message: EmailMessage) -> bool:
-        """Whether the sender's address is proven (DMARC passed, per our own MTA)."""
-        if not self.settings.trust_authentication_results:
+    def _authenticated(self, message: EmailMessage, sender: str) -> bool:
+        """Whether the sender's address is proven: DMARC passed, per our own relay."""
+        authserv_id = self.settings.authserv_id
+        if not self.settings.trust_authentication_results or authserv_id is None:
             return False
-        results = header_of(message, "Authentication-Results").lower()
-        return bool(re.search(r"\bdmarc=pass\b", results))
+        return dmarc_passed(message, authserv_id, sender)
 
     def acknowledge(self, message: InboundMessage) -> WebhookReply:
         return WebhookReply("ok")
@@ -373,9 +426,20 @@ class _SmtpHandler:
     def __init__(self, channel: EmailChannel) -> None:
         self._channel = channel
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if "\x00" in address:
+            return "553 5.1.7 NUL characters are not accepted"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if "\x00" in address:
+            return "553 5.1.3 NUL characters are not accepted"
         if self._channel.settings.inbox_of(address) is None:
             return "550 5.1.1 no such mailbox here"
         envelope.rcpt_tos.append(address)
@@ -386,7 +450,9 @@ class _SmtpHandler:
         raw = content if isinstance(content, bytes) else str(content).encode()
         return_path = envelope.mail_from if envelope.mail_from is not None else None
         try:
-            message = self._channel.parse_mime(raw, return_path, list(envelope.rcpt_tos))
+            message = self._channel.parse_mime(
+                raw, return_path, list(envelope.rcpt_tos), over_smtp=True
+            )
         except ValidationFailed as exc:
             return f"554 5.6.0 {clean(exc.message)[:200]}"
         submit = self._channel._context.submit

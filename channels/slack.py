@@ -1,8 +1,9 @@
 """Slack: team members answer customers in handoff threads; Slack users can DM the app.
 
-Events arrive at ``POST /channels/slack/events``. The request is checked with slack-sdk's
-``SignatureVerifier`` (v0 signature over the timestamp and body, five-minute window; a
-malformed timestamp is a 401), ``url_verification`` is answered with its challenge, and
+Events arrive at ``POST /channels/slack/events``. The request's v0 signature (an HMAC of
+the timestamp and the body's bytes, five-minute window; a malformed timestamp is a 401) is
+checked first; then a body that is not UTF-8 JSON, or holds a NUL character, is a 400.
+``url_verification`` is answered with its challenge, and
 an event is stored (dedupe on ``event_id``, so a retry -- or a second gateway process --
 does not act twice) before the 200. Other bots' and the app's own messages, edits and
 joins are ignored.
@@ -26,19 +27,22 @@ configurable: tests use a fake Slack API), honouring 429 ``Retry-After``.
 
 Why not slack-bolt's ``AsyncApp`` here: bolt acknowledges an event before or while its
 listeners run, and our contract is to acknowledge only once the event is committed to the
-store (DESIGN §2); the signature check, the one thing we need from it, is slack-sdk's.
+store (DESIGN §2). The signature check, the one thing we need from it, is the same HMAC
+as slack-sdk's ``SignatureVerifier``, over bytes rather than a decoded string.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.base import (
@@ -50,12 +54,14 @@ from channels.base import (
     OutboundMessage,
     RawRequest,
     WebhookReply,
+    refuse_nul,
 )
 from gateway.errors import DeliveryFailed, SignatureInvalid, Unauthenticated, ValidationFailed
 
 DM_INBOX = "dm"
 COMMANDS = "/channels/slack/commands"
 OK = WebhookReply("ok")
+MAX_SKEW_SECONDS = 5 * 60  # Slack's own window for a request's timestamp
 
 
 class SlackSettings(ChannelSettings):
@@ -79,7 +85,7 @@ class SlackChannel:
     def __init__(self, settings: SlackSettings, context: ChannelContext) -> None:
         self.settings = settings
         self._context = context
-        self._verifier = SignatureVerifier(settings.signing_secret.get_secret_value())
+        self._secret = settings.signing_secret.get_secret_value().encode()
         self._client = AsyncWebClient(
             token=settings.bot_token.get_secret_value(),
             base_url=settings.api_base_url.rstrip("/") + "/",
@@ -91,11 +97,16 @@ class SlackChannel:
     async def parse(self, request: RawRequest) -> InboundMessage:
         self._verify(request)
         try:
-            body = json.loads(request.body)
-        except ValueError:
-            raise ValidationFailed("the body is not JSON") from None
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationFailed(f"the body is not UTF-8 (byte {exc.start})") from None
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise ValidationFailed(f"the body is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise ValidationFailed("the body is not a JSON object")
+        refuse_nul(body, "body")
         if body.get("type") == "url_verification":
             raise Answered(WebhookReply(json.dumps({"challenge": str(body.get("challenge", ""))}),
                                         "application/json"))  # fmt: skip
@@ -138,13 +149,20 @@ class SlackChannel:
                             "application/json")  # fmt: skip
 
     def _verify(self, request: RawRequest) -> None:
+        """Slack's v0 signature over the raw bytes (``Unauthenticated`` for a timestamp that
+        is not one, ``SignatureInvalid`` for a stale or wrong one)."""
+        # SECURITY: the HMAC is computed over the body's bytes as they came, not a decoded
+        # copy (slack-sdk's verifier decodes first, so a signed body that is not UTF-8 came
+        # out as "not a timestamp"); what the body holds is judged only once it is Slack's.
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
-        try:
-            valid = self._verifier.is_valid(request.body, timestamp, signature)
-        except (ValueError, OverflowError):
-            raise Unauthenticated("X-Slack-Request-Timestamp is not a timestamp") from None
-        if not valid:
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 16):
+            raise Unauthenticated("X-Slack-Request-Timestamp is not a timestamp")
+        if abs(time.time() - int(timestamp)) > MAX_SKEW_SECONDS:
+            raise SignatureInvalid("X-Slack-Request-Timestamp is too old or in the future")
+        base = b"v0:" + timestamp.encode() + b":" + request.body
+        expected = "v0=" + hmac.new(self._secret, base, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise SignatureInvalid("X-Slack-Signature does not match this request")
 
     def acknowledge(self, message: InboundMessage) -> WebhookReply:

@@ -20,6 +20,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from channels._twilio import verify_twilio
 from channels.base import (
     Attachment,
     ChannelContext,
@@ -32,7 +33,7 @@ from channels.base import (
     StatusUpdate,
     WebhookReply,
 )
-from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
+from gateway.errors import DeliveryFailed, ValidationFailed
 from people.identities import to_e164
 
 STATUS_PATH = "/channels/twilio/status"
@@ -117,16 +118,6 @@ def _raw(request: RawRequest) -> dict[str, Any]:
     return raw
 
 
-def verify_twilio(validator: RequestValidator, request: RawRequest) -> None:
-    """Raise ``SignatureInvalid`` unless Twilio signed exactly this URL and form."""
-    # SECURITY: the signature covers the public URL (query included) and every form field;
-    # a missing header, another URL or another body all fail here, before anything is
-    # stored.
-    signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not validator.validate(request.url, request.form, signature):
-        raise SignatureInvalid("X-Twilio-Signature does not match this request")
-
-
 def rest_client(
     account_sid: str, auth_token: SecretStr, base_url: str, context: ChannelContext
 ) -> Client:
@@ -154,13 +145,13 @@ class SmsChannel:
             settings.account_sid, settings.auth_token, settings.api_base_url, context
         )
 
-    def verify(self, request: RawRequest) -> None:
-        verify_twilio(self._validator, request)
+    def verify(self, request: RawRequest, *required: str) -> None:
+        verify_twilio(self._validator, self.settings.account_sid, request, *required)
 
     async def parse(self, request: RawRequest) -> InboundMessage:
-        self.verify(request)
+        self.verify(request, "MessageSid")
         form = request.form
-        missing = [k for k in ("MessageSid", "From", "To", "Body") if k not in form]
+        missing = [k for k in ("From", "To", "Body") if k not in form]
         if missing:
             raise ValidationFailed(f"missing form fields: {', '.join(missing)}")
         inbox = to_e164(form["To"], self._context.default_region)

@@ -24,7 +24,8 @@ Twilio waits on our TwiML, so a call is a conversation the webhook answers itsel
 Replies are held in the outbox for the webhook (``replies_inline``) rather than sent over
 the REST API, and taken exactly once. Phone controls from the agent become TwiML:
 ``<Dial>`` (a transfer to an allow-listed number), ``<Hangup/>``, ``<Play digits>``, hold
-music. Every request is checked with twilio's ``RequestValidator`` like SMS. The
+music. Every request is checked like SMS's (``channels._twilio``: Twilio's signature, our
+``AccountSid``, well-formed ids). The
 transcript is the conversation's messages.
 """
 
@@ -42,6 +43,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from channels._twilio import verify_twilio
 from channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -52,7 +54,7 @@ from channels.base import (
     RawRequest,
     WebhookReply,
 )
-from channels.sms import E164, rest_client, verify_twilio
+from channels.sms import E164, rest_client
 from gateway.errors import DeliveryFailed, ValidationFailed
 from people.identities import to_e164
 
@@ -134,11 +136,10 @@ class VoiceChannel:
         )
 
     async def handle(self, request: RawRequest) -> WebhookReply:
-        verify_twilio(self._validator, request)
+        ids = ("CallSid", "RecordingSid") if request.path == f"{BASE}/voicemail" else ("CallSid",)
+        verify_twilio(self._validator, self.settings.account_sid, request, *ids)
         form = request.form
-        call_sid = form.get("CallSid", "")
-        if not call_sid.startswith("CA"):
-            raise ValidationFailed("CallSid is missing")
+        call_sid = form["CallSid"]
         if request.path == f"{BASE}/notify":
             return await self._answered_notification(request)
         inbox = to_e164(form.get("To", ""), self._context.default_region)

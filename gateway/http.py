@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import MultiDict, MultiDictProxy
 
-from channels.base import RawRequest
+from channels.base import RawRequest, refuse_nul
 from gateway.errors import FrontdeskError, ValidationFailed
 from gateway.logs import request_id
 
@@ -78,8 +78,9 @@ async def to_raw_request(request: web.Request, public_url: str | None) -> RawReq
             form.extend(parse_qsl(text, keep_blank_values=True, errors="strict"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise ValidationFailed(f"form is not valid UTF-8 URL encoding: {exc}") from exc
-        if any("\x00" in key or "\x00" in value for key, value in form.items()):
-            raise ValidationFailed("form fields may not contain NUL characters")
+        for key, value in form.items():
+            refuse_nul(key, "a form field's name")
+            refuse_nul(value, f"form field {key}")
     url = public_url + request.path_qs if public_url else str(request.url)
     return RawRequest(
         method=request.method,

@@ -88,6 +88,9 @@ async def _message(
         return
     try:
         await s.pipeline.accept(webchat.to_inbound(visitor, frame))
+    except ValidationFailed as exc:  # nothing stored: the visitor may fix it and resend
+        await ws.send_json(webchat.error("bad_frame", exc.message))
+        return
     except Exception:
         log.exception("could not store a web chat message")
         await ws.send_json(webchat.error("unavailable", "message not stored; please resend"))

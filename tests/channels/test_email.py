@@ -11,18 +11,15 @@ from email.utils import make_msgid
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage
 from sqlalchemy import select
 
 from channels.email import EmailChannel
 from channels.mailtext import automatic, html_to_text, trim
-from gateway.app import runtime_for
 from gateway.settings import from_mapping
 from store.models import Conversation, Identity, Inbound, Member, Message, Outbox
-from tests.agents.test_llm import Scripted, _call
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_api import FakeTwilio
-from tests.helpers import Gateway, add_member, eventually, make_config
+from tests.helpers import Gateway, eventually, make_config
 
 SECRET = "inbound-secret-0123456789"
 INBOX = "support@example.com"
@@ -224,52 +221,6 @@ async def test_malformed_mail_is_still_read_and_answered(
     assert response.status == 200
     [reply] = await sink.wait(1)
     assert reply.get_content().strip() == "We are open 8am to 6pm, Monday to Friday."
-
-
-async def test_a_forged_from_gets_no_more_than_a_contact(
-    database_url: str, twilio: tuple[FakeTwilio, str], sink: SmtpSink
-) -> None:
-    """Mail claiming to be the owner runs with contact rights unless DMARC vouches for it."""
-    for trusted, expected in ((False, "may not run"), (True, '[{"name": "Olive"}]')):
-        raw = _email_config(database_url, sink, trust_authentication_results=trusted)
-        raw["agents"][0]["abilities"] = {
-            "data_query": {
-                "queries": {
-                    "everyone": {
-                        "filter": {"field": "kind", "op": "eq", "value": "team"},
-                        "fields": ["name"],
-                    }
-                }
-            }
-        }
-        settings = from_mapping(raw, env={})
-        model = Scripted(
-            responses=[_call("data_query", "c1", query="everyone"), AIMessage(content="done")]
-        )
-        model.seen = []
-        runtime = runtime_for(settings, chat_models={"receptionist": model})
-        try:
-            async with Gateway.running(settings, twilio[0], runtime=runtime) as gw:
-                if not trusted:  # the second round uses the same database
-                    await add_member(
-                        gw,
-                        "olive@example.org",
-                        kind="team",
-                        role="owner",
-                        name="Olive",
-                        token=False,
-                    )
-                mail = _mail(
-                    "List everyone",
-                    sender="Olive <olive@example.org>",
-                    Authentication_Results="mx.example.com; dmarc=pass",
-                )
-                await _smtp_send(gw, mail)
-                await sink.wait(len(sink.messages) + 1)
-        finally:
-            await runtime.close()
-        output = next(str(m.content) for m in model.seen[-1] if m.type == "tool")
-        assert expected in output, (trusted, output)
 
 
 def test_html_is_read_as_text_and_quoted_history_is_trimmed() -> None:

@@ -138,10 +138,12 @@ async def test_send_reaches_the_api_and_4xx_is_not_retryable(
 
 
 async def test_status_callback_is_verified_and_read(channel: SmsChannel) -> None:
-    form = {"MessageSid": "SMabc", "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    sid = "SM" + "a" * 32
+    form = {"MessageSid": sid, "AccountSid": ACCOUNT_SID, "MessageStatus": "undelivered",
+            "ErrorCode": "30003"}  # fmt: skip
     update = await channel.parse_status(_request(form, path="/channels/twilio/status"))
     assert (update.provider_id, update.status, update.error_code) == (
-        "SMabc",
+        sid,
         "undelivered",
         "30003",
     )

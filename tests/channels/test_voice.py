@@ -295,7 +295,7 @@ async def test_a_caller_handed_to_people_can_leave_a_voicemail_for_the_team(
         root = _twiml(await asked.text())
         [record] = list(root.iter("Record"))
         recording = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
-        left = _form(RecordingUrl=recording, RecordingDuration="14", RecordingSid="RE1")
+        left = _form(RecordingUrl=recording, RecordingDuration="14", RecordingSid="RE" + "1" * 32)
         # The caller hung up to finish: the call's end may be told before the recording.
         await _post(gw, "/channels/twilio/voice/status", _form(CallStatus="completed"))
         thanked = [await _post(gw, "/channels/twilio/voice/voicemail", left) for _ in range(2)]

@@ -17,7 +17,7 @@ from gateway.settings import from_mapping
 from store.models import Conversation, Handoff, Notification
 from tests.escalation.test_live import ON_CALL_PHONE, _operator, live_config
 from tests.fakes.twilio_api import FakeTwilio
-from tests.helpers import PUBLIC_URL, SMS_NUMBER, Gateway, eventually
+from tests.helpers import ACCOUNT_SID, PUBLIC_URL, SMS_NUMBER, Gateway, eventually
 
 RULE: dict[str, Any] = {"name": "on-call", "role": "operator", "channels": ["sms"],
                         "ladder": [{"after_seconds": 1, "channels": ["voice"]}]}  # fmt: skip
@@ -46,7 +46,8 @@ async def test_nobody_takes_it_so_a_call_follows_the_text_and_pressing_1_takes_i
         [call] = await fake.wait_calls(1)
         action = html.unescape(re.search(r'action="([^"]+)"', call.twiml).group(1))  # type: ignore[union-attr]
         path = action.removeprefix(PUBLIC_URL)
-        form = {"CallSid": call.sid, "From": SMS_NUMBER, "To": ON_CALL_PHONE, "Digits": "1"}
+        form = {"CallSid": call.sid, "AccountSid": ACCOUNT_SID, "From": SMS_NUMBER,
+                "To": ON_CALL_PHONE, "Digits": "1"}  # fmt: skip
         answered = await gw.post_form(path, form)
         said = await answered.text()
         [handoff] = await gw.all(select(Handoff))

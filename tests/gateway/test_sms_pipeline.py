@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from store.models import Conversation, Handoff, Identity, Inbound, Member, Message, Outbox
-from tests.helpers import CUSTOMER, SMS_NUMBER, Gateway, eventually
+from tests.helpers import ACCOUNT_SID, CUSTOMER, SMS_NUMBER, Gateway, eventually
 
 
 async def test_sms_from_unknown_number_creates_anonymous_member_and_gets_reply(
@@ -98,7 +98,7 @@ async def test_status_callbacks_only_move_a_message_forward(gateway: Gateway) ->
     await eventually(lambda: _all_done(gateway))
 
     for status in ("delivered", "sent"):
-        form = {"MessageSid": sent.sid, "MessageStatus": status, "AccountSid": "AC"}
+        form = {"MessageSid": sent.sid, "MessageStatus": status, "AccountSid": ACCOUNT_SID}
         response = await gateway.post_form("/channels/twilio/status", form)
         assert response.status == 204
 
