@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import EscalationRequest, MemberFacts
+from gateway.errors import own_errors
 from people.roles import Need, Role, allows
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def check_abilities(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
         try:
             model = load(name).settings_model.model_validate(settings)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False):
+            for error in own_errors(exc):
                 where = ".".join(str(p) for p in (name, *error["loc"]))
                 problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
             continue
@@ -138,7 +139,7 @@ async def call(
         count(name, "invalid")
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
+            for e in own_errors(exc)
         )
         return AbilityResult(f"Invalid arguments for {name}: {problems}", refused=True)
     try:
