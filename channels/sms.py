@@ -58,6 +58,9 @@ class SmsSettings(ChannelSettings):
     def sends_from(self) -> str | None:
         return self.numbers[0]
 
+    def receives_on(self, inbox: str) -> bool:
+        return inbox in self.numbers
+
 
 def _raw(request: RawRequest) -> dict[str, Any]:
     raw: dict[str, Any] = {}
