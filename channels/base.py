@@ -163,6 +163,16 @@ class ChannelSettings(BaseModel):
         rather than through ``send``: the outbox holds them for ``ChannelContext.pickup``."""
         return False
 
+    def sends_replies(self) -> bool:
+        """Whether a reply written later -- a team member's, not the agent's turn -- can reach
+        the customer through ``send`` (a call's cannot: it is said during the call or not at
+        all; an email channel without an SMTP relay has no way out)."""
+        return not self.replies_inline()
+
+    def receives_on(self, inbox: str) -> bool:
+        """Whether ``inbox`` (a number, an address) is one this channel receives on."""
+        return False
+
     def takes_voicemail(self) -> bool:
         """Whether a conversation handed to people here ends by recording a message for
         them (a call): the reply that opened the handoff carries a ``voicemail`` action."""

@@ -175,6 +175,9 @@ class EmailSettings(ChannelSettings):
     def joins_replies(self) -> bool:
         return True  # one turn, one email
 
+    def sends_replies(self) -> bool:
+        return self.smtp is not None
+
     def sends_from(self) -> str | None:
         return self.inboxes[0].address
 

@@ -109,6 +109,9 @@ class SmsSettings(ChannelSettings):
     def help_reply(self) -> str:
         return self.help_text
 
+    def receives_on(self, inbox: str) -> bool:
+        return inbox in self.numbers
+
 
 def _raw(request: RawRequest) -> dict[str, Any]:
     raw: dict[str, Any] = {}

@@ -34,6 +34,7 @@ from gateway.errors import (
     PermissionDenied,
     Unauthenticated,
     ValidationFailed,
+    own_errors,
 )
 from gateway.state import Services, services
 from people import credentials
@@ -135,7 +136,7 @@ class Endpoint:
 
 def validation_details(exc: ValidationError, prefix: str = "") -> list[ErrorDetail]:
     details = []
-    for error in exc.errors(include_url=False):
+    for error in own_errors(exc):
         path = ".".join(str(p) for p in error["loc"])
         details.append(ErrorDetail(f"{prefix}{path}", error["msg"].removeprefix("Value error, ")))
     return details

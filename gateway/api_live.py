@@ -138,13 +138,15 @@ async def reply(call: Call) -> web.StreamResponse | dict[str, Any]:
     if given is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", given):
         raise ValidationFailed("Idempotency-Key: 1 to 100 letters, digits or _ . : -")
     key = f"operator:{call.actor.id}:{given or secrets.token_hex(16)}"
-    refused = await call.services.pipeline.live.reply(
+    result = await call.services.pipeline.live.reply(
         call.session, conversation, call.actor.member, body.text, key
     )
     call.after_commit.append(call.services.pipeline.live.route_soon)
-    if refused is not None:
-        return _refusal(refused)
-    return {"conversation": str(conversation.id), "status": conversation.status}
+    if isinstance(result, Refused):
+        return _refusal(result)
+    answer = {"conversation": str(conversation.id), "status": conversation.status,
+              "channel": result.channel}  # fmt: skip
+    return answer | ({"notice": result.notice} if result.notice else {})
 
 
 async def add_note(call: Call) -> web.Response:

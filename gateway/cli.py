@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,29 +21,49 @@ from aiohttp import web
 from gateway import logs
 from gateway import settings as settings_module
 from gateway.errors import ConfigError, FrontdeskError
-from gateway.settings import Settings
+from gateway.settings import DEFAULT_CONFIG, Settings
 
 log = logging.getLogger("frontdesk")
 
 
+CONFIG_HELP = "workspace YAML (default: $FRONTDESK_CONFIG or demo)"
+
+
+class _Commands:
+    """Subcommands that accept the global options too (``serve --config F`` as well as
+    ``--config F serve``): each subparser gets them with no default of its own, so a value
+    given before the subcommand is not overwritten by one's absence after it."""
+
+    def __init__(self, parent: argparse.ArgumentParser, dest: str) -> None:
+        self._sub = parent.add_subparsers(dest=dest, required=True)
+        self._globals = argparse.ArgumentParser(add_help=False)
+        self._globals.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+
+    def add_parser(self, name: str, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._sub.add_parser(
+            name, parents=[self._globals], help=help
+        )
+        return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frontdesk", description=__doc__)
-    parser.add_argument("--config", help="workspace YAML (default: $FRONTDESK_CONFIG or demo)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--config", help=CONFIG_HELP)
+    commands = _Commands(parser, "command")
 
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
 
     check = commands.add_parser("check-config", help="validate a workspace YAML")
-    check.add_argument("path")
+    check.add_argument("path", nargs="?", help="the YAML (default: --config's)")
 
     db = commands.add_parser("db", help="database maintenance")
-    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands = _Commands(db, "db_command")
     db_commands.add_parser("upgrade", help="apply migrations up to the newest")
 
     member_cmd = commands.add_parser("members", help="manage members")
-    member_commands = member_cmd.add_subparsers(dest="members_command", required=True)
+    member_commands = _Commands(member_cmd, "members_command")
     add = member_commands.add_parser("add", help="add a member")
     add.add_argument("email")
     add.add_argument("--kind", choices=["team", "contact"], required=True)
@@ -57,13 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--filter", help="a member filter (JSON)")
 
     token = commands.add_parser("token", help="API tokens")
-    token_commands = token.add_subparsers(dest="token_command", required=True)
+    token_commands = _Commands(token, "token_command")
     create = token_commands.add_parser("create", help="print a new API token for a member")
     create.add_argument("email")
     create.add_argument("--name", default="cli")
 
     quals = commands.add_parser("qualifications", help="qualifications")
-    qual_commands = quals.add_subparsers(dest="qualifications_command", required=True)
+    qual_commands = _Commands(quals, "qualifications_command")
     regrade = qual_commands.add_parser(
         "grade", help="grade a member's latest attempt again from the stored submission"
     )
@@ -226,7 +247,9 @@ async def chat(config: Settings, agent: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
-        return check_config(args.path)
+        return check_config(
+            args.path or args.config or os.environ.get("FRONTDESK_CONFIG") or DEFAULT_CONFIG
+        )
     config = _load(args.config)
     if args.command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
@@ -261,7 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except ConfigError as exc:
-        _print_config_errors(str(args.config or Path("config/frontdesk.yaml")), exc)
+        _print_config_errors(
+            args.config or os.environ.get("FRONTDESK_CONFIG") or DEFAULT_CONFIG, exc
+        )
         return 2
     except FrontdeskError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

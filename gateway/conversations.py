@@ -232,13 +232,9 @@ async def histories(
     return {cid: tuple(items[-limit:]) for cid, items in out.items()}
 
 
-async def say_as_operator(
-    session: AsyncSession, conversation: Conversation, name: str, text: str, key: str
-) -> int | None:
-    """A team member's reply to the customer: the message and its outbox row (``key`` makes
-    a retry send nothing twice), to the address and thread of the customer's last message;
-    the message id, or None when the customer never wrote (nowhere to reply)."""
-    last = (
+async def last_inbound(session: AsyncSession, conversation: Conversation) -> Inbound | None:
+    """The customer's latest message in ``conversation`` (None: they never wrote)."""
+    return (
         await session.execute(
             select(Inbound)
             .join(Message, Message.inbound_id == Inbound.id)
@@ -247,18 +243,32 @@ async def say_as_operator(
             .limit(1)
         )
     ).scalar_one_or_none()
-    if last is None:
-        return None
+
+
+async def say_as_operator(
+    session: AsyncSession,
+    conversation: Conversation,
+    last: Inbound,
+    name: str,
+    text: str,
+    key: str,
+    via: str | None = None,
+) -> int:
+    """A team member's reply to the customer: the message and its outbox row (``key`` makes
+    a retry send nothing twice), to the address and thread of ``last``, the customer's last
+    message -- on the conversation's own channel, or on ``via`` from the same inbox (an SMS
+    from the number a caller called). The message id."""
     now = utcnow()
     [message_id] = await insert_rows(session, Message, [{
         "conversation_id": conversation.id, "direction": "out", "author": "operator",
         "author_name": name, "text": text, "status": "pending", "created_at": now,
     }])  # fmt: skip
+    context = dict((last.payload or {}).get("reply_context") or {}) if via is None else {}
     await outbox.enqueue_many(session, [Outbox(
-        key=key, message_id=message_id, channel=conversation.channel, inbox=conversation.inbox,
-        to_address=last.sender, status="pending", attempts=0, next_attempt_at=now,
-        created_at=now, payload={"text": text, "author": "operator", "name": name,
-                                 "context": dict((last.payload or {}).get("reply_context") or {})},
+        key=key, message_id=message_id, channel=via or conversation.channel,
+        inbox=conversation.inbox, to_address=last.sender, status="pending", attempts=0,
+        next_attempt_at=now, created_at=now,
+        payload={"text": text, "author": "operator", "name": name, "context": context},
     )])  # fmt: skip
     conversation.updated_at = now
     return message_id

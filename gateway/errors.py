@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 
 @dataclass(frozen=True)
@@ -136,3 +139,16 @@ def repeats(names: Sequence[str]) -> list[int]:
             again.append(i)
         seen.add(name)
     return again
+
+
+def own_errors(exc: ValidationError) -> list[Any]:
+    """``exc``'s errors, one per problem: pydantic drops a list's item that failed and then
+    also says the list is too short (``numbers: at least 1 item``); that echo goes."""
+    errors = exc.errors(include_url=False)
+    failed = [tuple(e["loc"]) for e in errors]
+    return [
+        e for e in errors
+        if not (e["type"] == "too_short"
+                and any(len(f) > len(e["loc"]) and f[: len(e["loc"])] == tuple(e["loc"])
+                        for f in failed))
+    ]  # fmt: skip

@@ -25,9 +25,9 @@ from gateway.dispatch import ROUTE_BATCH, TOPIC, Dispatcher
 from people import members
 from people.roles import Need, RoleBook, allows, load_book
 from store.engine import insert_rows
-from store.models import Conversation, Handoff, Member, Message, utcnow
+from store.models import Conversation, Handoff, Inbound, Member, Message, utcnow
 
-__all__ = ["ROUTE_BATCH", "TOPIC", "Live", "Refused"]
+__all__ = ["ROUTE_BATCH", "TOPIC", "Live", "Refused", "Sent"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,21 @@ class Refused(Exception):
 
     reason: str
     forbidden: bool = False
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An operator's reply on its way: the channel it goes out on, and, when that is not the
+    conversation's own, what to tell the operator about it."""
+
+    channel: str
+    notice: str | None = None
+
+
+@dataclass(frozen=True)
+class _Route:
+    sent: Sent
+    last: Inbound  # the customer's last message: where the reply goes
 
 
 class Live(Dispatcher):
@@ -82,24 +97,60 @@ class Live(Dispatcher):
         member: Member,
         text: str,
         key: str,
-    ) -> Refused | None:
+    ) -> Refused | Sent:
         """Send ``member``'s reply to the customer, taking the conversation if it is free;
-        why not, when refused (a refusal for lost rights gives the conversation back)."""
+        where it went, or why not (a refusal for lost rights gives the conversation back).
+
+        A reply its channel cannot deliver (a call's, after the fact) goes by SMS from the
+        same number if the SMS channel has it, and says so; otherwise it is refused before
+        anything is stored or taken."""
         book = await load_book(session, self._settings.roles)
+        route = await self._route(session, conversation)
+        if (
+            isinstance(route, Refused)
+            and conversation.status != "closed"
+            and may_take(book, member, conversation)
+        ):
+            return route  # nothing stored, nothing taken
         try:
             await self.take(session, conversation, member, book)
         except Refused as refused:
             if refused.forbidden:
                 await self.requeue_if_held(session, conversation, member.id)
             return refused
-        sent = await conversations.say_as_operator(
-            session, conversation, member.name or member.email or "", text, key
-        )
-        if sent is None:
-            return Refused("the customer has not written yet; there is nowhere to reply")
+        if isinstance(route, Refused):  # the checks above leave this to take; it refuses
+            return route
+        await conversations.say_as_operator(
+            session, conversation, route.last, member.name or member.email or "", text, key,
+            via=route.sent.channel if route.sent.channel != conversation.channel else None,
+        )  # fmt: skip
         self._on_outbox()
         self.changed()
-        return None
+        return route.sent
+
+    async def _route(self, session: AsyncSession, conversation: Conversation) -> _Route | Refused:
+        """How an operator's reply reaches the customer of ``conversation``, or why it can't."""
+        last = await conversations.last_inbound(session, conversation)
+        if last is None:
+            return Refused("the customer has not written yet; there is nowhere to reply")
+        channels = self._settings.channels
+        own = channels.get(conversation.channel)
+        if own is not None and own.sends_replies():
+            return _Route(Sent(conversation.channel), last)
+        sms = channels.get("sms")
+        if sms is not None and sms.receives_on(conversation.inbox) and last.sender.startswith("+"):
+            notice = (f"the {conversation.channel} channel cannot deliver a reply now; sent by "
+                      f"SMS from {conversation.inbox}")  # fmt: skip
+            return _Route(Sent("sms", notice), last)
+        if own is None:
+            return Refused(f"the {conversation.channel} channel is not configured; the reply "
+                           "cannot be delivered")  # fmt: skip
+        if own.replies_inline():
+            return Refused(f"a reply to a {conversation.channel} conversation can only be said "
+                           f"during the call, and no SMS channel has {conversation.inbox} to "
+                           "text it from")  # fmt: skip
+        return Refused(f"the {conversation.channel} channel has no way to send replies "
+                       "configured")  # fmt: skip
 
     async def note(
         self, session: AsyncSession, conversation: Conversation, member: Member, text: str

@@ -69,7 +69,7 @@ class Metrics:
         )
         self.abilities = Counter(
             "frontdesk_ability_calls",
-            "Ability calls by ability and outcome (ok, refused, invalid)",
+            "Ability calls by ability and outcome (ok, refused, invalid, failed)",
             ["ability", "outcome"],
             registry=self.registry,
         )

@@ -19,6 +19,7 @@ from agents.base import TurnResult
 from escalation.notify import Moment, NotifyRule, notify
 from escalation.settings import Hours
 from gateway import conversations
+from gateway.live import Refused
 from gateway.settings import Settings
 from people import members
 from people.roles import Need, allows, load_book
@@ -276,10 +277,10 @@ class Teamwork:
         """Take the conversation for ``member`` and send their reply; why not, if refused."""
         if self.live is None:
             return "live replies are not running"
-        refused = await self.live.reply(
+        result = await self.live.reply(
             session, conversation, member, inbound.text, f"team:{inbound.id}"
         )
-        return refused.reason if refused is not None else None
+        return result.reason if isinstance(result, Refused) else None
 
     def _thread_note(self, inbound: Inbound, thread: str, why: str | None, now: datetime) -> Outbox:
         return Outbox(

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import EscalationRequest, MemberFacts
+from gateway.errors import own_errors
 from people.roles import Need, Role, allows
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def check_abilities(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
         try:
             model = load(name).settings_model.model_validate(settings)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False):
+            for error in own_errors(exc):
                 where = ".".join(str(p) for p in (name, *error["loc"]))
                 problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
             continue
@@ -117,7 +118,12 @@ def _no_count(name: str, outcome: str) -> None:
 async def call(
     context: AbilityContext, name: str, raw_arguments: Any, count: Count = _no_count
 ) -> AbilityResult:
-    """Run ability ``name`` for ``context`` -- if the agent has it and the role allows it."""
+    """Run ability ``name`` for ``context`` -- if the agent has it and the role allows it.
+
+    Never raises for the ability's own faults: an exception of any type inside the ability
+    is answered as a refusal (``refused=True``) naming the exception's type, and counted as
+    outcome ``failed``. Cancellation (the turn's deadline) still propagates.
+    """
     if name not in context.abilities or name not in REGISTRY:
         log.warning("agent %s asked for ability %s it does not have", context.agent, name)
         count(name if name in REGISTRY else "unknown", "refused")
@@ -133,10 +139,18 @@ async def call(
         count(name, "invalid")
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
+            for e in own_errors(exc)
         )
         return AbilityResult(f"Invalid arguments for {name}: {problems}", refused=True)
-    result = await ability.run(context, arguments)
+    try:
+        result = await ability.run(context, arguments)
+    except Exception as exc:
+        # An ability is the boundary of its own faults: whatever it raised is its refusal,
+        # which the model (or the workflow's on_failure) can work with; the turn goes on.
+        # Only the exception's type reaches the model: its message may carry a tool's URL.
+        log.exception("ability %s failed for conversation %s", name, context.conversation_id)
+        count(name, "failed")
+        return AbilityResult(f"{name} failed ({type(exc).__name__}).", refused=True)
     count(name, "refused" if result.refused else "ok")
     log.info("ability %s ran for conversation %s%s", name, context.conversation_id,
              " (refused)" if result.refused else "")  # fmt: skip

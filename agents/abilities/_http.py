@@ -126,7 +126,7 @@ async def fetch(
             async with session.request(method, url, allow_redirects=False, **options) as response:
                 location = response.headers.get("Location")
                 if response.status in (301, 302, 303, 307, 308) and location:
-                    target = response.url.join(URL(location))
+                    target = _redirect_target(response.url, location, allow_hosts)
                     if target.origin() != response.url.origin():
                         # Another host: the tool's headers (its secrets) stay behind.
                         options = {k: v for k, v in options.items() if k != "headers"}
@@ -140,6 +140,24 @@ async def fetch(
                         )
                     continue
                 body = await response.content.read(max_bytes + 1)
-                text = body[:max_bytes].decode(response.charset or "utf-8", errors="replace")
-                return Fetched(response.status, text, len(body) > max_bytes)
+                return Fetched(response.status, _decode(body[:max_bytes], response.charset),
+                               len(body) > max_bytes)  # fmt: skip
     raise AddressRefused(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _redirect_target(current: URL, location: str, allow_hosts: frozenset[str]) -> URL:
+    """Where a ``Location`` leads, checked like any URL we fetch: a redirect to another scheme
+    (``file:``), a private address or an unparsable URL is ``AddressRefused``."""
+    try:
+        target = current.join(URL(location))
+    except ValueError as exc:  # yarl: bad port, bad IPv6 literal...
+        raise AddressRefused(f"a redirect to an unusable URL ({exc})") from None
+    check_url(str(target), allow_hosts)
+    return target
+
+
+def _decode(body: bytes, charset: str | None) -> str:
+    try:
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know, named by the server
+        return body.decode("utf-8", errors="replace")

@@ -19,7 +19,7 @@ from gateway.settings import from_mapping
 from store.models import Conversation, Identity, Inbound, Member, Message, Outbox
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_api import FakeTwilio
-from tests.helpers import Gateway, eventually, make_config
+from tests.helpers import Api, Gateway, add_member, eventually, make_config
 
 SECRET = "inbound-secret-0123456789"
 INBOX = "support@example.com"
@@ -239,3 +239,25 @@ async def _settled(gw: Gateway, inbound: int | None = None) -> bool:
         return False
     pending = await gw.count(Inbound, Inbound.status == "pending")
     return pending + await gw.count(Outbox, Outbox.status == "pending") == 0
+
+
+async def test_an_operator_reply_with_no_smtp_relay_is_refused_before_anything_is_stored(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], sink: SmtpSink
+) -> None:
+    settings = from_mapping(_email_config(sqlite_url, sink, smtp=None), env={})
+    async with Gateway.running(settings, twilio[0]) as gw:
+        _, token = await add_member(gw, "olive@example.com", kind="team", role="operator")
+        signed = {"Content-Type": "message/rfc822", "Authorization": f"Bearer {SECRET}"}
+        raw = _mail("Can I move my appointment?").as_bytes()
+        assert (await gw.client.post("/channels/email/inbound", data=raw,
+                                     headers=signed)).status == 200  # fmt: skip
+        await eventually(lambda: _settled(gw))
+        [conversation] = await gw.all(select(Conversation))
+        status, answer = await Api(gw, token).post(
+            f"/api/conversations/{conversation.id}/reply", {"text": "Yes, to Friday."}
+        )
+        operator_messages = await gw.count(Message, Message.author == "operator")
+        [after] = await gw.all(select(Conversation))
+    assert (status, answer["error"]["code"]) == (409, "conflict")
+    assert answer["error"]["message"] == "the email channel has no way to send replies configured"
+    assert (operator_messages, after.status) == (0, conversation.status)

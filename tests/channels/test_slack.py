@@ -17,7 +17,7 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
 from gateway.settings import from_mapping
-from store.models import Conversation, Handoff, Identity, Inbound
+from store.models import Conversation, Handoff, Identity, Inbound, Outbox
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Gateway, add_member, eventually, make_config
@@ -241,3 +241,40 @@ async def test_slash_commands_take_a_team_member_live_and_offline(
     assert forged.status == 403
     assert left["text"].startswith("You are offline")
     assert on_board == {}
+
+
+async def test_a_thread_reply_to_a_call_no_channel_can_deliver_is_refused_in_the_thread(
+    database_url: str, twilio: tuple[FakeTwilio, str], slack: tuple[FakeSlack, str]
+) -> None:
+    """The call's number is not the SMS channel's: the reply cannot reach the caller, so the
+    thread says so and nothing is queued for them (not a silent failure in the outbox)."""
+    from tests.channels.test_voice import OTHER_NUMBER, _form, _post
+
+    raw = make_config(database_url, twilio_base=twilio[1])
+    raw["channels"]["voice"] = {"numbers": [OTHER_NUMBER], "agent": "receptionist"}
+    raw["channels"]["slack"] = {"bot_token": TOKEN, "signing_secret": SECRET,
+                                "handoff_channel": HANDOFF, "agent": "receptionist",
+                                "api_base_url": slack[1]}  # fmt: skip
+    fake = slack[0]
+    async with Gateway.running(from_mapping(raw, env={}), twilio[0]) as gw:
+        member_id, _ = await add_member(gw, "olive@example.com", kind="team", role="operator",
+                                        name="Olive", token=False)  # fmt: skip
+        async with gw.services.sessions.begin() as session:
+            session.add(Identity(member_id=member_id, kind="slack", address="U0OLIVE"))
+        await _post(gw, "/channels/twilio/voice", _form(To=OTHER_NUMBER))
+        asks = _form(To=OTHER_NUMBER, SpeechResult="Can I talk to a person?")
+        await _post(gw, "/channels/twilio/voice/turn", asks, n=1)
+        [post] = await fake.wait(1)
+        await _deliver(gw, _event("Ev7", channel=HANDOFF, user="U0OLIVE", thread_ts=post.ts,
+                                  text="I'll call you back."))  # fmt: skip
+        posts = await fake.wait(2)
+        await eventually(lambda: _settled(gw))
+        [handoff] = await gw.all(select(Handoff))
+        operator_outbox = await gw.count(Outbox, Outbox.key.startswith("team:"),
+                                         Outbox.channel != "slack")  # fmt: skip
+    assert posts[1].thread_ts == post.ts
+    assert posts[1].text == (
+        "Not sent to the customer: a reply to a voice conversation can only be said during "
+        f"the call, and no SMS channel has {OTHER_NUMBER} to text it from."
+    )
+    assert (handoff.operator_id, operator_outbox) == (None, 0)

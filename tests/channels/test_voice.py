@@ -18,7 +18,7 @@ from agents.base import TurnInput, TurnResult
 from agents.runtime import Runtime
 from gateway.app import runtime_for
 from gateway.settings import Settings, from_mapping
-from store.models import Conversation, Handoff, Inbound, Member, Message
+from store.models import Conversation, Handoff, Inbound, Member, Message, Outbox
 from tests.agents.test_llm import Scripted, _call
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import (
@@ -34,6 +34,7 @@ from tests.helpers import (
 )
 
 CALL = "CA" + "7" * 32
+OTHER_NUMBER = "+14155550177"  # a voice number the SMS channel does not have
 
 
 def _settings(database_url: str, base: str, **voice: Any) -> Settings:
@@ -322,3 +323,73 @@ async def test_a_caller_handed_to_people_can_leave_a_voicemail_for_the_team(
     assert {m.conversation_id for m in messages} == {conversation.id}
     assert conversation.status == "queued"  # the call is over, but someone is to call back
     assert handoff.status == "open"
+
+
+async def _call_left_for_the_team(gw: Gateway) -> Conversation:
+    """A caller asks for a person and leaves a voicemail: their call's conversation stays
+    open for the team after the call."""
+    await _post(gw, "/channels/twilio/voice", _form())
+    await _post(gw, "/channels/twilio/voice/turn", _form(SpeechResult="Can I talk to a person?"),
+                n=1)  # fmt: skip
+    await _post(gw, "/channels/twilio/voice/status", _form(CallStatus="completed"))
+    [conversation] = await gw.all(select(Conversation))
+    return conversation
+
+
+async def test_a_reply_to_a_call_after_it_goes_by_sms_from_the_number_called(
+    database_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    settings = _settings(database_url, base, voicemail=True)  # SMS has the same number
+    async with Gateway.running(settings, fake) as gw:
+        _, token = await add_member(gw, "ann@example.com", kind="team", role="operator")
+        conversation = await _call_left_for_the_team(gw)
+        status, answer = await Api(gw, token).post(
+            f"/api/conversations/{conversation.id}/reply", {"text": "We'll call you at 3pm."}
+        )
+        await fake.wait_sent(1)
+        [sent] = await gw.all(select(Message).where(Message.author == "operator"))
+    assert status == 200
+    assert answer["channel"] == "sms"
+    assert answer["notice"] == (
+        f"the voice channel cannot deliver a reply now; sent by SMS from {SMS_NUMBER}"
+    )
+    assert (fake.sent[0].to, fake.sent[0].from_, fake.sent[0].body) == (
+        CUSTOMER, SMS_NUMBER, "We'll call you at 3pm.",
+    )  # fmt: skip
+    assert sent.conversation_id == conversation.id  # kept with the call's conversation
+
+
+async def test_a_reply_to_a_call_with_no_sms_on_its_number_is_refused_and_nothing_stored(
+    database_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    raw = make_config(database_url, twilio_base=base)
+    raw["channels"]["voice"] = {"numbers": [OTHER_NUMBER], "agent": "receptionist",
+                                "voicemail": True}  # fmt: skip
+    async with Gateway.running(from_mapping(raw, env={}), fake) as gw:
+        _, token = await add_member(gw, "ann@example.com", kind="team", role="operator")
+        await _post(gw, "/channels/twilio/voice", _form(To=OTHER_NUMBER))
+        asks = _form(To=OTHER_NUMBER, SpeechResult="Can I talk to a person?")
+        await _post(gw, "/channels/twilio/voice/turn", asks, n=1)
+        await _post(gw, "/channels/twilio/voice/status", _form(To=OTHER_NUMBER,
+                                                               CallStatus="completed"))  # fmt: skip
+        [before] = await gw.all(select(Conversation))
+        [handoff_before] = await gw.all(select(Handoff))
+        outbox_before = await gw.count(Outbox)
+        status, answer = await Api(gw, token).post(
+            f"/api/conversations/{before.id}/reply", {"text": "We'll call you at 3pm."}
+        )
+        [after] = await gw.all(select(Conversation))
+        [handoff] = await gw.all(select(Handoff))
+        operator_messages = await gw.count(Message, Message.author == "operator")
+        outbox_after = await gw.count(Outbox)
+    assert status == 409
+    assert answer["error"]["code"] == "conflict"
+    assert answer["error"]["message"] == (
+        f"a reply to a voice conversation can only be said during the call, and no SMS "
+        f"channel has {OTHER_NUMBER} to text it from"
+    )
+    assert (operator_messages, outbox_after) == (0, outbox_before)
+    assert (after.status, handoff.operator_id) == (before.status, handoff_before.operator_id)
+    assert fake.sent == []

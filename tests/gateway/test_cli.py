@@ -74,3 +74,26 @@ async def test_chat_talks_to_an_agent_in_the_terminal(tmp_path: Path) -> None:
 def test_chat_with_an_unknown_agent_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(DEMO), "chat", "nobody"]) == 2
     assert "no agent named 'nobody'" in capsys.readouterr().err
+
+
+COMMANDS = [
+    ["serve"], ["serve", "--port", "0"], ["check-config"], ["db", "upgrade"], ["chat", "a"],
+    ["members", "add", "a@example.com", "--kind", "team", "--role", "owner"],
+    ["members", "import", "x.csv"], ["members", "export"], ["token", "create", "a@example.com"],
+    ["qualifications", "grade", "q", "a@example.com"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_the_global_config_option_is_taken_after_any_subcommand(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each command loads its config first: a broken one shows which file was used."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workspace: {name: x, timezone: Mars/Olympus}\n")
+    expected = f"{bad}: invalid configuration (1 error)\n  workspace.timezone: unknown"
+
+    for argv in (["--config", str(bad), *command], [*command, "--config", str(bad)],
+                 [*command[:1], "--config", str(bad), *command[1:]]):  # fmt: skip
+        assert main(argv) == 2, argv
+        assert expected in capsys.readouterr().err, argv

@@ -108,6 +108,80 @@ def test_cross_references_are_checked() -> None:
     assert "agents[1].name: duplicate agent name 'a'" in errors
 
 
+def test_cross_references_are_checked_in_the_same_run_as_field_errors() -> None:
+    raw = {
+        "workspace": {"name": "x", "timezone": "Mars/Olympus"},
+        "channels": {
+            "sms": {"account_sid": "AC1", "auth_token": "t", "numbers": ["+1415"],
+                    "agent": "nobody"},
+            "webchat": {"agent": "b"},  # b has a bad field: not also "unknown"
+            "email": {"inboxes": [{"address": "not-an-address", "agent": "ghost"}]},
+        },
+        "agents": [{"name": "a", "workflows": ["missing"]}, {"name": "b", "model": "foo:bar"},
+                   {"name": "a"}],
+        "workflows": [{"name": "w", "agent": "phantom", "steps": [{"done": "ok"}]},
+                      {"name": "broken", "steps": "not a list"}],
+    }  # fmt: skip
+
+    errors = _errors(raw)
+
+    assert "workspace.timezone: unknown time zone 'Mars/Olympus'" in errors
+    assert any(e.startswith("agents[1].model: unknown provider 'foo'") for e in errors)
+    assert "channels.sms.agent: no agent named 'nobody' (a, b)" in errors
+    assert "channels.email.agent: no agent named 'ghost' (a, b)" in errors
+    assert "agents[2].name: duplicate agent name 'a'" in errors
+    assert "workflows[0].agent: no agent named 'phantom' (a, b)" in errors
+    assert "agents[0].workflows[0]: no workflow named 'missing' (broken, w)" in errors
+    assert not any("'b'" in e for e in errors if "no agent named" in e)
+
+
+def test_one_bad_phone_number_is_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "one.yaml"
+    config.write_text(
+        "workspace: {name: x}\n"
+        "channels:\n"
+        "  sms: {account_sid: AC1, auth_token: t, numbers: ['+1415555'], agent: a}\n"
+        "agents: [{name: a}]\n"
+    )
+
+    assert main(["check-config", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert f"{config}: invalid configuration (1 error)\n" in err
+    assert err.count("\n  ") == 1
+    assert "channels.sms.numbers[0]: '+1415555' is not a possible phone number" in err
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "twice.yaml"
+    config.write_text(
+        "workspace:\n"  # line 1
+        "  name: x\n"
+        "channels:\n"
+        "  webchat:\n"
+        "    agent: a\n"  # line 5
+        "    agent: b\n"
+        "agents:\n"
+        "  - name: a\n"
+        "    bio: one\n"
+        "    bio: two\n"  # line 10
+        "workspace: {name: y}\n"
+    )
+
+    assert main(["check-config", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert "invalid configuration (4 errors)" in err
+    assert "channels.webchat.agent: duplicate key 'agent' (line 5 and line 6" in err
+    assert "agents[0].bio: duplicate key 'bio' (line 9 and line 10" in err
+    assert "workspace: duplicate key 'workspace' (line 1 and line 11" in err
+    assert "channels.webchat.agent: no agent named 'b' (a)" in err  # the rest is still checked
+
+
 def test_yaml_syntax_error_names_line_and_column(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
