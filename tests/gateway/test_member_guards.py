@@ -210,3 +210,24 @@ async def test_a_merge_leaves_one_open_conversation_per_inbox_and_no_stale_addre
     status, duplicate = await owner.get(f"/api/members/{texter}")
     assert (duplicate["phone"], duplicate["email"], duplicate["identities"]) == (None, None, [])
     assert merged["member"]["phone"] == "+14155550145"
+
+
+async def test_a_manager_cannot_remove_or_replace_a_role_stronger_than_its_own(
+    gateway: Gateway, owner: Api
+) -> None:
+    manager = {"admin_access": True, "workspace_management": True,
+               "features": {"members": "admin"}}  # fmt: skip
+    senior = {**manager, "features": {"members": "admin", "chats": "edit"}}
+    for name, role in (("manager", manager), ("senior", senior), ("junior", {})):
+        assert (await owner.call("PUT", f"/api/roles/{name}", role))[0] == 200
+    _, token = await add_member(gateway, "manager@example.com", kind="team", role="manager")
+    api = Api(gateway, token)
+
+    for method, body in (("DELETE", None), ("PUT", manager)):
+        status, answer = await api.call(method, "/api/roles/senior", body)
+        assert status == 403, answer
+        assert "role 'senior' is stronger than your role 'manager'" in answer["error"]["message"]
+    listed = {r["name"]: r for r in (await owner.get("/api/roles"))[1]["items"]}
+    assert listed["senior"]["features"] == senior["features"]
+    assert (await api.call("PUT", "/api/roles/junior", {"features": {"members": "use"}}))[0] == 200
+    assert (await api.call("DELETE", "/api/roles/junior"))[0] == 204
