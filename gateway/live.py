@@ -50,7 +50,8 @@ class Live(Dispatcher):
         """``member`` takes ``conversation``: the AI stops answering it."""
         if conversation.status == "closed":
             raise Refused("the conversation is closed")
-        qualified = (await self.holders(session)).get(conversation.workflow or "")
+        workflow = conversation.workflow
+        qualified = (await self.holders(session)).get(workflow) if workflow else None
         why = refusal(book, member, conversation, qualified)
         if why is not None:
             raise Refused(why, forbidden=True)

@@ -231,3 +231,26 @@ async def test_a_manager_cannot_remove_or_replace_a_role_stronger_than_its_own(
     assert listed["senior"]["features"] == senior["features"]
     assert (await api.call("PUT", "/api/roles/junior", {"features": {"members": "use"}}))[0] == 200
     assert (await api.call("DELETE", "/api/roles/junior"))[0] == 204
+
+
+def test_members_merged_before_lose_their_stale_addresses_on_upgrade(tmp_path: Path) -> None:
+    import sqlite3
+
+    from store.migrate import upgrade_sync
+
+    database = tmp_path / "old.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    upgrade_sync(url, "0009")
+    with sqlite3.connect(database) as connection:
+        for member_id, merged_into in ((1, None), (2, 1)):
+            connection.execute(
+                "INSERT INTO members (id, kind, role, email, phone, data, notify_sms, "
+                "notify_email, notify_voice, archived, merged_into, created_at) VALUES "
+                "(?, 'contact', 'contact', ?, '+14155550146', '{}', 1, 1, 1, 0, ?, "
+                "'2026-01-01 00:00:00')",
+                (member_id, f"m{member_id}@example.com", merged_into),
+            )
+    upgrade_sync(url)
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT id, email, phone FROM members ORDER BY id").fetchall()
+    assert rows == [(1, "m1@example.com", "+14155550146"), (2, None, None)]
