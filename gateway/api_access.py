@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from gateway.api import Call, Endpoint, admin, iso
+from gateway.api import Call, Endpoint, Unprocessable, admin, iso
 from gateway.api_members import MEMBERS_ADMIN
-from gateway.errors import Conflict, NotFound, PermissionDenied
+from gateway.errors import Conflict, ErrorDetail, NotFound, PermissionDenied
 from people import credentials, roles
 from people.roles import ADMIN_KINDS, CONTACT, OWNER, Need, Role, at_least_as_strong, may_manage
 from store.models import ApiToken, Member, utcnow
@@ -48,10 +48,16 @@ def _may_change(call: Call, name: str) -> None:
                                    f"'{call.actor.role_name}'; you may not change it")  # fmt: skip
 
 
+def _incoherent(why: str) -> NoReturn:
+    """A role that would let contacts or anonymous members into the admin interface: 422,
+    as for a member given such a role (``people.roles.kind_refusal``)."""
+    raise Unprocessable(why, [ErrorDetail("admin_access", why)])
+
+
 async def put_role(call: Call) -> dict[str, Any]:
     """Define or replace a role: the caller must be at least as strong as the role before
     and after the change. A role may not gain ``admin_access`` while members who are not
-    team members hold it (409: change their role first)."""
+    team members hold it, and ``contact`` never has it (422: change their role first)."""
     name = _role_name(call)
     role = await call.body(Role)
     if name == OWNER:
@@ -61,8 +67,8 @@ async def put_role(call: Call) -> dict[str, Any]:
         raise PermissionDenied(f"the role grants more than your role '{call.actor.role_name}'")
     if role.admin_access:
         if name == CONTACT:
-            raise Conflict(f"role '{CONTACT}' is what new contacts and anonymous members get; "
-                           "it cannot have admin_access")  # fmt: skip
+            _incoherent(f"role '{CONTACT}' is what new contacts and anonymous members get; "
+                        "it cannot have admin_access")  # fmt: skip
         outsiders = (
             await call.session.execute(
                 select(func.count()).where(
@@ -73,7 +79,7 @@ async def put_role(call: Call) -> dict[str, Any]:
             )
         ).scalar_one()
         if outsiders:
-            raise Conflict(
+            _incoherent(
                 f"{outsiders} contact or anonymous members hold role '{name}', and only team "
                 "members may hold a role with admin_access; give them another role first"
             )

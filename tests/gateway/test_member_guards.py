@@ -122,10 +122,11 @@ async def test_a_role_given_to_contacts_cannot_gain_admin_access(
     await add_member(gateway, "pat@example.com", role="vip", token=False)
 
     status, answer = await owner.call("PUT", "/api/roles/vip", {"admin_access": True})
-    assert status == 409, answer
+    assert status == 422, answer
     assert "1 contact or anonymous members hold role 'vip'" in answer["error"]["message"]
+    assert answer["error"]["details"][0]["path"] == "admin_access"
     status, answer = await owner.call("PUT", "/api/roles/contact", {"admin_access": True})
-    assert status == 409, answer
+    assert status == 422, answer
     listed = {r["name"]: r for r in (await owner.get("/api/roles"))[1]["items"]}
     assert listed["vip"]["admin_access"] is False
     assert listed["contact"]["admin_access"] is False
