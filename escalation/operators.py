@@ -6,13 +6,16 @@ or by a member filter), the workflows and inboxes it handles (``*``: all), how m
 conversations each of its operators holds at once, and how long a handoff waits in its
 queue before the notification rules are used.
 
-Who is *qualified* for a conversation is decided here, from the group and the operator's
-role together: the role must reach ``chats: edit``, take part in the conversation's
-workflow, and ``send`` on its inbox. A role changed through the API applies at once.
+Who is *qualified* for a conversation is decided here (``refusal``), from the group and
+the operator's role together: the role must reach ``chats: edit``, ``send`` on its
+inbox, and for a workflow's conversation have ``workflows: use`` and take part in that
+workflow; a workflow a qualification unlocks also needs the member to hold it. A role
+changed through the API applies at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from escalation.hours import HoursSettings
 from gateway.errors import ValidationFailed, repeats
 from people.filters import compile_filter
-from people.roles import Need, RoleBook, allows
+from people.roles import Need, Role, RoleBook, allows
 
 ALL = "*"
 
@@ -121,6 +124,9 @@ class Someone(Protocol):
     """What deciding needs of a member (a ``Member``, or a row with these columns)."""
 
     @property
+    def id(self) -> int: ...
+
+    @property
     def kind(self) -> str: ...
 
     @property
@@ -130,18 +136,52 @@ class Someone(Protocol):
     def role(self) -> str: ...
 
 
-def may_take(book: RoleBook, member: Someone, conversation: Routed) -> bool:
-    """Whether ``member``'s role lets them answer ``conversation`` as an operator."""
+def may_read_workflow(role: Role, workflow: str | None) -> str | None:
+    """Why ``role`` may not see a conversation of ``workflow`` (None when it may, or when
+    the conversation follows no workflow): it needs ``workflows: use`` and the workflow in
+    its list (``*``: all)."""
+    if workflow is None:
+        return None
+    if not allows(role, Need(feature="workflows", level="use")):
+        return f"your role has no access to workflows (workflow '{workflow}')"
+    if not allows(role, Need(workflow=workflow)):
+        return f"your role does not take part in workflow '{workflow}'"
+    return None
+
+
+def refusal(
+    book: RoleBook,
+    member: Someone,
+    conversation: Routed,
+    qualified: Collection[int] | None = None,
+) -> str | None:
+    """Why ``member`` may not answer ``conversation`` as an operator (None when they may).
+
+    The one gate for routing, taking, replying (console, API, Slack thread, notification
+    call) and the board: an active team member whose role has ``chats: edit`` and
+    ``send`` on the inbox and, for a workflow's conversation, ``workflows: use`` and that
+    workflow in its list; ``qualified`` (who holds a qualification the workflow requires,
+    None when it requires none) must include them. The reason names the first unmet one.
+    """
     if member.kind != "team" or member.archived:
-        return False
-    need = Need(
-        feature="chats",
-        level="edit",
-        inbox=conversation.inbox,
-        inbox_right="send",
-        workflow=conversation.workflow,
-    )
-    return allows(book.get(member.role), need)
+        return "only active team members answer customers"
+    role = book.get(member.role)
+    if not allows(role, Need(feature="chats", level="edit")):
+        return "your role may not answer chats (it needs chats: edit)"
+    if not allows(role, Need(inbox=conversation.inbox, inbox_right="send")):
+        return f"your role may not send on {conversation.inbox}"
+    why = may_read_workflow(role, conversation.workflow)
+    if why is not None:
+        return why
+    if qualified is not None and member.id not in qualified:
+        return f"you are not qualified for workflow '{conversation.workflow}'"
+    return None
+
+
+def may_take(book: RoleBook, member: Someone, conversation: Routed) -> bool:
+    """Whether ``member``'s role lets them answer ``conversation`` as an operator
+    (qualifications aside: routing checks those in bulk)."""
+    return refusal(book, member, conversation) is None
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from gateway.api import Call, Endpoint, admin, iso
+from gateway.api import Call, Endpoint, Unprocessable, admin, iso
 from gateway.api_members import MEMBERS_ADMIN
-from gateway.errors import Conflict, NotFound, PermissionDenied
+from gateway.errors import Conflict, ErrorDetail, NotFound, PermissionDenied
 from people import credentials, roles
-from people.roles import OWNER, Need, Role, at_most
+from people.roles import ADMIN_KINDS, CONTACT, OWNER, Need, Role, at_least_as_strong, may_manage
 from store.models import ApiToken, Member, utcnow
 
 SEE_ROLES = Need(admin_access=True)
@@ -37,13 +37,52 @@ def _role_name(call: Call) -> str:
     return name
 
 
+def _may_change(call: Call, name: str) -> None:
+    """Refuse (403) changing or removing role ``name`` unless it is no stronger than the
+    caller's own: its holders are exactly as strong as it, so this is the member rule
+    (``people.roles.may_manage``) applied to all of them at once."""
+    if name in call.roles:
+        why = may_manage(call.actor.role_name, call.actor.role, name, call.roles.get(name))
+        if why is not None:
+            raise PermissionDenied(f"role '{name}' is stronger than your role "
+                                   f"'{call.actor.role_name}'; you may not change it")  # fmt: skip
+
+
+def _incoherent(why: str) -> NoReturn:
+    """A role that would let contacts or anonymous members into the admin interface: 422,
+    as for a member given such a role (``people.roles.kind_refusal``)."""
+    raise Unprocessable(why, [ErrorDetail("admin_access", why)])
+
+
 async def put_role(call: Call) -> dict[str, Any]:
+    """Define or replace a role: the caller must be at least as strong as the role before
+    and after the change. A role may not gain ``admin_access`` while members who are not
+    team members hold it, and ``contact`` never has it (422: change their role first)."""
     name = _role_name(call)
     role = await call.body(Role)
     if name == OWNER:
         raise Conflict("the owner role always holds every permission; it cannot be changed")
-    if not at_most(role, call.actor.role):
+    _may_change(call, name)
+    if not at_least_as_strong(call.actor.role, role):
         raise PermissionDenied(f"the role grants more than your role '{call.actor.role_name}'")
+    if role.admin_access:
+        if name == CONTACT:
+            _incoherent(f"role '{CONTACT}' is what new contacts and anonymous members get; "
+                        "it cannot have admin_access")  # fmt: skip
+        outsiders = (
+            await call.session.execute(
+                select(func.count()).where(
+                    Member.role == name,
+                    Member.kind.not_in(ADMIN_KINDS),
+                    Member.merged_into.is_(None),
+                )
+            )
+        ).scalar_one()
+        if outsiders:
+            _incoherent(
+                f"{outsiders} contact or anonymous members hold role '{name}', and only team "
+                "members may hold a role with admin_access; give them another role first"
+            )
     await roles.save(call.session, name, role)
     call.after_commit.append(call.services.pipeline.live.forget_roles)
     return role_json(name, role, "api")
@@ -55,8 +94,7 @@ async def delete_role(call: Call) -> None:
         raise NotFound("no such role")
     if call.roles.source(name) != "api":
         raise Conflict(f"role '{name}' is defined in the configuration; change it there")
-    if name == OWNER and call.actor.role_name != OWNER:
-        raise PermissionDenied("only an owner may change the owner role")
+    _may_change(call, name)
     still_configured = name in call.services.settings.all_roles()
     holders = (
         await call.session.execute(select(func.count()).where(Member.role == name))
@@ -106,10 +144,12 @@ async def revoke_token(call: Call) -> None:
     if token is None:
         raise NotFound("no such token")
     if token.member_id != call.actor.id:
-        owner = await call.session.get(Member, token.member_id)
+        holder = await call.session.get(Member, token.member_id)
         if not call.actor.may(MEMBERS_ADMIN) or (
-            owner is not None and owner.role == OWNER and call.actor.role_name != OWNER
-        ):
+            holder is not None
+            and may_manage(call.actor.role_name, call.actor.role, holder.role,
+                           call.roles.get(holder.role)) is not None
+        ):  # fmt: skip
             raise NotFound("no such token")
     token.revoked_at = token.revoked_at or utcnow()
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from escalation.operators import may_read_workflow
 from gateway.api import Call, Endpoint, iso, listing, page, parse_id
 from gateway.api_members import MEMBERS_USE
 from gateway.conversations import NOTE
@@ -16,11 +17,22 @@ from store.models import Conversation, Handoff, Member, Message, Notification
 CHATS_USE = Need(feature="chats", level="use", admin_access=True)
 
 
-def may_see(call: Call, conversation: Conversation) -> bool:
+def may_see_inbox(call: Call, conversation: Conversation) -> bool:
     """A member sees its own; others need ``chats: use`` and ``read`` on the inbox."""
     if conversation.member_id == call.actor.id:
         return True
     return call.actor.may(CHATS_USE) and call.actor.may(Need(inbox=conversation.inbox))
+
+
+def may_see(call: Call, conversation: Conversation) -> bool:
+    """``may_see_inbox``, and for someone else's conversation in a workflow,
+    ``workflows: use`` and that workflow in their role."""
+    if not may_see_inbox(call, conversation):
+        return False
+    return (
+        conversation.member_id == call.actor.id
+        or may_read_workflow(call.actor.role, conversation.workflow) is None
+    )
 
 
 def conversation_json(c: Conversation) -> dict[str, Any]:

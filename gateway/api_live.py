@@ -6,9 +6,12 @@ admin forces someone offline), ``/api/console`` (the operator's board), and per
 conversation ``take``, ``reply``, ``notes``, ``handback`` and ``close``.
 
 Acting on a conversation needs ``chats: edit``, and the operator's role must ``send`` on
-the conversation's inbox and take part in its workflow (checked again on every reply: a
-member whose role lost ``send`` is refused with 403 and the conversation goes back to the
-queue -- that hand-back is committed, the reply is not sent).
+the conversation's inbox and, for a workflow's conversation, have ``workflows: use`` and
+take part in that workflow (``escalation.operators.refusal``, whose reason the 403
+names). Taking and replying also need a qualification the workflow requires, as routing
+does; handing back and closing do not (a supervisor may end what they could not answer).
+Checked again on every reply: a member who no longer passes is refused with 403 and the
+conversation goes back to the queue -- that hand-back is committed, the reply is not sent.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from escalation.operators import may_take
+from escalation.operators import may_read_workflow, refusal
 from escalation.presence import PresenceUnavailable
 from gateway.api import Call, Endpoint, admin
-from gateway.api_conversations import conversation_json, may_see
+from gateway.api_conversations import conversation_json, may_see_inbox
 from gateway.board import board as live_board
 from gateway.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
 from gateway.http import error_response
@@ -107,9 +110,15 @@ async def console(call: Call) -> dict[str, Any]:
 
 
 async def _conversation(call: Call) -> Conversation:
+    """The conversation to act on: a 404 unless the caller may read its inbox; a 403
+    naming the workflow when only the conversation's workflow is closed to them (acting
+    is refused for the real reason, not as if the inbox were the problem)."""
     conversation = await call.session.get(Conversation, call.path_id(what="conversation"))
-    if conversation is None or not may_see(call, conversation):
+    if conversation is None or not may_see_inbox(call, conversation):
         raise NotFound("no such conversation")
+    why = may_read_workflow(call.actor.role, conversation.workflow)
+    if why is not None and conversation.member_id != call.actor.id:
+        raise PermissionDenied(why)
     return conversation
 
 
@@ -161,10 +170,9 @@ async def add_note(call: Call) -> web.Response:
 
 async def _finish(call: Call, close: bool) -> web.StreamResponse | None:
     conversation = await _conversation(call)
-    if not may_take(call.roles, call.actor.member, conversation):
-        raise PermissionDenied(
-            f"your role may not answer this conversation on {conversation.inbox}"
-        )
+    why = refusal(call.roles, call.actor.member, conversation)  # a qualification aside
+    if why is not None:
+        raise PermissionDenied(why)
     try:
         await call.services.pipeline.live.finish(
             call.session, conversation, call.actor.member, close

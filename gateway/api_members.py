@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -13,14 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.api import Call, Endpoint, admin, iso, listing, page
-from gateway.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from people import credentials, directory, merges, spreadsheet
+from gateway.api import Call, Endpoint, Unprocessable, admin, iso, listing, page
+from gateway.errors import Conflict, ErrorDetail, NotFound, PermissionDenied, ValidationFailed
+from people import credentials, directory, members, merges, spreadsheet
 from people.directory import MemberFields, MemberView
 from people.filters import compile_filter
 from people.identities import normalise
-from people.roles import OWNER, Need, may_grant
+from people.roles import Need, kind_refusal, may_grant, may_manage
 from store.models import Member, MemberMerge
+
+log = logging.getLogger(__name__)
 
 MEMBERS_USE = admin(Need(feature="members", level="use"))
 MEMBERS_EDIT = admin(Need(feature="members", level="edit"))
@@ -78,9 +81,22 @@ def _check_grant(call: Call, role: str) -> None:
         raise PermissionDenied(why)
 
 
-def _guard_owner(call: Call, target: Member) -> None:
-    if target.role == OWNER and call.actor.role_name != OWNER:
-        raise PermissionDenied("only an owner may change an owner")
+def guard(call: Call, target: Member) -> None:
+    """Refuse (403) unless the caller may act on ``target``: only with a role at least as
+    strong as ``target``'s (``people.roles.may_manage``). Every endpoint that changes a
+    member, or moves an identity onto or off it, calls this for each member it changes."""
+    actor = call.actor
+    why = may_manage(actor.role_name, actor.role, target.role, call.roles.get(target.role))
+    if why is not None:
+        log.warning("member %s (%s) denied changing member %s: %s",
+                    call.actor.id, call.actor.role_name, target.id, why)  # fmt: skip
+        raise PermissionDenied(why)
+
+
+def _check_kind(call: Call, kind: str, role: str) -> None:
+    why = kind_refusal(kind, role, call.roles.get(role))
+    if why is not None:
+        raise Unprocessable(why, [ErrorDetail("role", why)])
 
 
 async def get_member(call: Call) -> dict[str, Any]:
@@ -92,6 +108,7 @@ async def create_member(call: Call) -> web.Response:
     if fields.kind == "anonymous":
         raise ValidationFailed("anonymous members are made by channels, not created")
     _check_grant(call, fields.role or "contact")
+    _check_kind(call, fields.kind or "contact", fields.role or "contact")
     member = await directory.create(call.session, fields, call.region)
     call.after_commit.append(call.services.pipeline.live.forget_roles)
     return web.json_response(await _json(call.session, member), status=201)
@@ -104,11 +121,13 @@ async def update_member(call: Call) -> dict[str, Any]:
     own_only = member.id == call.actor.id and named <= SELF_FIELDS
     if not own_only:
         call.require(MEMBERS_EDIT)
-        _guard_owner(call, member)
+        guard(call, member)
         if fields.role is not None and fields.role != member.role:
             _check_grant(call, fields.role)
     if fields.kind == "anonymous" and member.kind != "anonymous":
         raise ValidationFailed("a known member cannot become anonymous")
+    if {"kind", "role"} & named:
+        _check_kind(call, fields.kind or member.kind, fields.role or member.role)
     await directory.apply(call.session, member, fields, call.region)
     call.after_commit.append(call.services.pipeline.live.forget_roles)  # operator groups
     return await _json(call.session, member)
@@ -117,7 +136,7 @@ async def update_member(call: Call) -> dict[str, Any]:
 async def _set_archived(call: Call, archived: bool) -> dict[str, Any]:
     member = await visible_member(call, call.path_id(what="member"))
     call.require(MEMBERS_EDIT)
-    _guard_owner(call, member)
+    guard(call, member)
     if member.id == call.actor.id and archived:
         raise Conflict("you cannot archive yourself")
     if member.merged_into is not None:
@@ -147,8 +166,8 @@ async def merge(call: Call) -> dict[str, Any]:
     primary = await visible_member(call, call.path_id(what="member"))
     body = await call.body(MergeBody)
     duplicate = await visible_member(call, int(body.duplicate))
-    _guard_owner(call, primary)
-    _guard_owner(call, duplicate)
+    guard(call, primary)
+    guard(call, duplicate)
     record = await merges.merge(call.session, primary, duplicate, call.actor.id, body.reason)
     return {"member": await _json(call.session, primary), "merge": merge_json(record)}
 
@@ -185,8 +204,11 @@ class IdentityBody(BaseModel):
 async def add_identity(call: Call) -> dict[str, Any]:
     member = await visible_member(call, call.path_id(what="member"))
     body = await call.body(IdentityBody)
-    _guard_owner(call, member)
+    guard(call, member)
     address = normalise(body.kind, body.address, call.region)
+    holder = await members.by_identity(call.session, body.kind, address)
+    if holder is not None and holder.id != member.id:
+        guard(call, holder)  # attaching merges the two: the holder changes as well
     result = await merges.attach_identity(call.session, member, body.kind, address, call.actor.id)
     return await _json(call.session, result)
 
@@ -201,7 +223,7 @@ async def set_password(call: Call) -> None:
     member = await visible_member(call, call.path_id(what="member"))
     if member.id != call.actor.id:
         call.require(MEMBERS_ADMIN)
-        _guard_owner(call, member)
+        guard(call, member)
     if member.kind != "team":
         raise Conflict("only team members sign in with a password")
     member.password_hash = credentials.hash_password((await call.body(PasswordBody)).password)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from escalation.operators import may_take
+from escalation.operators import refusal
 from escalation.routing import loads
 from gateway.live import ROUTE_BATCH, Live
 from people.roles import RoleBook
@@ -48,8 +48,9 @@ async def board(
     )).all())  # fmt: skip
     queue: list[dict[str, Any]] = []
     mine: list[dict[str, Any]] = []
+    holders = await live.holders(session) if found else {}
     for handoff, conversation, customer in found:
-        if not may_take(book, member, conversation):
+        if refusal(book, member, conversation, holders.get(conversation.workflow or "")):
             continue
         item = {
             "handoff": str(handoff.id),

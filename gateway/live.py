@@ -4,8 +4,10 @@ it back to the AI, close it -- from the console, the API, Slack, or a notificati
 Taking sets the conversation's status to ``operator`` with a conditional UPDATE; the
 pipeline re-reads that status in the transaction that writes an agent reply (locking the
 row on PostgreSQL) and drops the reply of a turn that raced a take -- the AI and a person
-never both answer. One whose role lost ``send`` on the inbox is refused and gives the
-conversation back. Routing, presence and the queue are ``gateway.dispatch``.
+never both answer. Taking and replying pass the same gate as routing
+(``escalation.operators.refusal``: role, inbox, workflow, qualification), whose reason
+the refusal names; one who no longer passes it is refused and gives the conversation
+back. Routing, presence and the queue are ``gateway.dispatch``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from sqlalchemy import ColumnElement, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from escalation import handoffs
-from escalation.operators import may_take
+from escalation.operators import refusal
 from escalation.presence import PresenceUnavailable
 from escalation.routing import loads
 from gateway import conversations
 from gateway.conversations import NOTE
 from gateway.dispatch import ROUTE_BATCH, TOPIC, Dispatcher
 from people import members
+from people.qualifications import catalog, qualified_by_workflow
 from people.roles import Need, RoleBook, allows, load_book
 from store.engine import insert_rows
 from store.models import Conversation, Handoff, Inbound, Member, Message, utcnow
@@ -62,8 +65,11 @@ class Live(Dispatcher):
         """``member`` takes ``conversation``: the AI stops answering it."""
         if conversation.status == "closed":
             raise Refused("the conversation is closed")
-        if not may_take(book, member, conversation):
-            raise Refused(f"your role may not answer on {conversation.inbox}", forbidden=True)
+        workflow = conversation.workflow
+        qualified = (await self.holders(session)).get(workflow) if workflow else None
+        why = refusal(book, member, conversation, qualified)
+        if why is not None:
+            raise Refused(why, forbidden=True)
         handoff = await handoffs.open_for(session, conversation.id)
         if handoff is None:
             handoff, _ = await handoffs.request(
@@ -89,6 +95,12 @@ class Live(Dispatcher):
         conversation.updated_at = now
         self.changed()
         return handoff
+
+    async def holders(self, session: AsyncSession) -> dict[str, set[int]]:
+        """For each workflow a qualification unlocks, who holds one now (read afresh: a
+        take is not allowed on a moment-old roster)."""
+        found = await catalog(session, self._settings.qualifications)
+        return await qualified_by_workflow(session, list(found.values()))
 
     async def reply(
         self,

@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import TurnResult
 from escalation.notify import Moment, NotifyRule, notify
+from escalation.operators import refusal
 from escalation.settings import Hours
 from gateway import conversations
 from gateway.live import Refused
 from gateway.settings import Settings
 from people import members
-from people.roles import Need, allows, load_book
+from people.roles import load_book
 from store import outbox
 from store.models import (
     Conversation,
@@ -255,9 +256,8 @@ class Teamwork:
                 why = "this thread is not a conversation I know"
             elif member is None or member.kind != "team":
                 why = "no team member has your Slack identity"
-            elif not allows(book.get(member.role), Need(feature="chats", inbox=conversation.inbox,
-                                                         inbox_right="send")):  # fmt: skip
-                why = f"your role may not send on {conversation.inbox}"
+            else:  # the operators' gate (a qualification is checked when it takes)
+                why = refusal(book, member, conversation)
             inbound.status, inbound.processed_at = "done", now
             if inbound.text.strip().lower().startswith("note:") and why is None:
                 continue  # internal: stays in Slack

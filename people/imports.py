@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from people.roles import OWNER, Role, RoleBook, may_grant
+from people.roles import Role, RoleBook, kind_refusal, may_grant, may_manage
 from people.spreadsheet import Reader, Row, RowError, count_rows, parse_row
 from store.engine import among, insert_rows
 from store.engine import insert as dialect_insert
@@ -64,6 +64,16 @@ class Importer:
         if name not in self.roles:
             return f"unknown role '{name}' (valid: {', '.join(self.roles.names())})"
         return may_grant(self.role_name, self.role, name, self.roles.get(name))
+
+    def refuse_member(self, member: Member, row: Row) -> str | None:
+        """Why this row may not change ``member`` (stronger than the importer), or may not
+        leave it holding its role as its kind (``people.roles.kind_refusal``)."""
+        why = may_manage(self.role_name, self.role, member.role, self.roles.get(member.role))
+        kind = row.kind or ("contact" if member.kind == "anonymous" else member.kind)
+        return why or self.refuse_kind(kind, row.role or member.role)
+
+    def refuse_kind(self, kind: str, role: str) -> str | None:
+        return kind_refusal(kind, role, self.roles.get(role))
 
 
 Progress = Callable[[Summary], Awaitable[None]]
@@ -285,17 +295,27 @@ async def _apply(
             counts["updated"] += 1  # dry run: folds into a member an earlier batch created
         elif matches:
             member = current[matches.pop()]
-            if member.role == OWNER and importer.role_name != OWNER:
-                errors.append(RowError(row.number, "role", "only an owner may change an owner"))
+            refusal = importer.refuse_member(member, row)
+            if refusal is not None:
+                errors.append(RowError(row.number, "role", refusal))
                 continue
             changed = _changes(member, labels[member.id], row, plan, addresses, owners)
             counts["updated" if changed else "unchanged"] += 1
         elif twin is not None:
+            refusal = importer.refuse_kind(row.kind or twin.kind or "contact",
+                                           row.role or twin.role or "contact")  # fmt: skip
+            if refusal is not None:
+                errors.append(RowError(row.number, "role", refusal))
+                continue
             _fold(twin, row)  # the same new person again in this batch: one member
             counts["updated"] += 1
             for address in addresses:
                 pending.setdefault(address, twin)
         else:
+            refusal = importer.refuse_kind(row.kind or "contact", row.role or "contact")
+            if refusal is not None:
+                errors.append(RowError(row.number, "role", refusal))
+                continue
             plan.new.append(row)
             counts["created"] += 1
             for address in addresses:

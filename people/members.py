@@ -6,7 +6,7 @@ merges, or by creating an anonymous member that owns the identity.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, ValidationFailed
 from people.identities import normalise
+from people.roles import Role, RoleBook, kind_refusal
 from store.engine import insert as dialect_insert
 from store.engine import insert_rows
 from store.models import Identity, Label, Member, table_of, utcnow
@@ -167,13 +168,19 @@ def _anonymous(kind: str, address: str) -> dict[str, object]:
     }
 
 
-async def add(session: AsyncSession, new: NewMember, region: str, roles: Iterable[str]) -> Member:
-    """Create a team member or contact with its email/phone identities; the caller commits."""
+async def add(
+    session: AsyncSession, new: NewMember, region: str, roles: RoleBook | Mapping[str, Role]
+) -> Member:
+    """Create a team member or contact with its email/phone identities; the caller commits.
+    Only a team member may hold a role with ``admin_access`` (``people.roles.kind_refusal``)."""
+    book = roles if isinstance(roles, RoleBook) else RoleBook(roles, {})
     if new.kind not in KINDS:
         raise ValidationFailed(f"unknown kind '{new.kind}' (valid: {', '.join(KINDS)})")
-    known_roles = sorted(roles)
-    if new.role not in known_roles:
-        raise ValidationFailed(f"unknown role '{new.role}' (valid: {', '.join(known_roles)})")
+    if new.role not in book:
+        raise ValidationFailed(f"unknown role '{new.role}' (valid: {', '.join(book.names())})")
+    why = kind_refusal(new.kind, new.role, book.get(new.role))
+    if why is not None:
+        raise ValidationFailed(why)
     if not new.email and not new.phone:
         raise ValidationFailed("a member needs an email or a phone")
     email = normalise("email", new.email, region) if new.email else None

@@ -2,8 +2,11 @@
 
 A merge is one transaction: the duplicate's identities, labels, data (the primary wins
 on conflict; the duplicate's value is kept in the merge record), conversations (and so
-their messages) move to the primary; the duplicate's tokens are revoked; the duplicate
-is kept, marked ``merged_into``, and every lookup that reaches it follows to the primary.
+their messages) move to the primary -- keeping one open conversation per channel and
+inbox: where both had one open, the duplicate's messages move into the primary's and its
+own closes; the duplicate's tokens are revoked; the duplicate is kept, marked
+``merged_into``, with no email or phone of its own (they went with its identities), and
+every lookup that reaches it follows to the primary.
 """
 
 from __future__ import annotations
@@ -16,7 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.errors import Conflict
 from people.directory import add_labels
 from people.members import by_identity
-from store.models import ApiToken, Conversation, Identity, Label, Member, MemberMerge, utcnow
+from store.models import (
+    ApiToken,
+    Conversation,
+    Handoff,
+    Identity,
+    Label,
+    Member,
+    MemberMerge,
+    Message,
+    utcnow,
+)
 
 # Which kinds may be merged into which: a duplicate team member only into a team member;
 # a contact into a contact or a team member; an anonymous member into anyone.
@@ -68,6 +81,7 @@ async def merge(
     await add_labels(session, primary.id, labels)
     moved["labels"] = labels
     moved.update(_merge_data(primary, duplicate))
+    moved["folded"] = await _fold_open_conversations(session, primary.id, duplicate.id)
     conversations = list(
         (
             await session.execute(
@@ -87,6 +101,8 @@ async def merge(
     primary.email = primary.email or duplicate.email
     primary.phone = primary.phone or duplicate.phone
     primary.name = primary.name or duplicate.name
+    # Its addresses went with its identities: it shows none it no longer has.
+    duplicate.email = duplicate.phone = None
     if duplicate.last_active_at and (
         primary.last_active_at is None or duplicate.last_active_at > primary.last_active_at
     ):
@@ -103,6 +119,64 @@ async def merge(
     session.add(record)
     await session.flush()
     return record
+
+
+async def _fold_open_conversations(
+    session: AsyncSession, primary_id: int, duplicate_id: int
+) -> dict[str, int]:
+    """Keep one open conversation per member, channel and inbox: each of the duplicate's
+    open conversations where the primary has one too gives it its messages (and its open
+    handoff, when the primary's has none; else that handoff closes) and is closed. Returns
+    ``{folded conversation id: the one it went into}`` for the merge record."""
+    open_ = Conversation.status != "closed"
+    theirs = (
+        await session.execute(
+            select(Conversation).where(Conversation.member_id == primary_id, open_)
+            .order_by(Conversation.id)
+        )
+    ).scalars()  # fmt: skip
+    keep: dict[tuple[str, str], Conversation] = {}
+    for conversation in theirs:
+        keep.setdefault((conversation.channel, conversation.inbox), conversation)
+    mine = (
+        await session.execute(
+            select(Conversation).where(Conversation.member_id == duplicate_id, open_)
+            .order_by(Conversation.id)
+        )
+    ).scalars()  # fmt: skip
+    folded: dict[str, int] = {}
+    now = utcnow()
+    for conversation in mine:
+        into = keep.get((conversation.channel, conversation.inbox))
+        if into is None:
+            continue
+        await session.execute(
+            update(Message).where(Message.conversation_id == conversation.id)
+            .values(conversation_id=into.id)
+        )  # fmt: skip
+        handoff = await _open_handoff(session, conversation.id)
+        if handoff is not None:
+            if await _open_handoff(session, into.id) is None:
+                handoff.conversation_id = into.id  # the person asked for is still wanted
+                if into.status == "bot":
+                    into.status = conversation.status
+            else:
+                handoff.status, handoff.closed_at = "closed", now
+            await session.flush()
+        into.data = {**(conversation.data or {}), **(into.data or {})}
+        into.workflow = into.workflow or conversation.workflow
+        into.updated_at = now
+        conversation.status, conversation.updated_at = "closed", now
+        folded[str(conversation.id)] = into.id
+    await session.flush()
+    return folded
+
+
+async def _open_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:
+    found = await session.execute(
+        select(Handoff).where(Handoff.conversation_id == conversation_id, Handoff.status == "open")
+    )
+    return found.scalar_one_or_none()
 
 
 def _merge_data(primary: Member, duplicate: Member) -> dict[str, Any]:

@@ -158,6 +158,20 @@ def at_most(candidate: Role, actor: Role) -> bool:
 
 
 OWNER = "owner"
+CONTACT = "contact"  # the role new contacts and anonymous members get
+ADMIN_KINDS = ("team",)  # the only kind of member that may hold a role with admin_access
+
+
+def at_least_as_strong(actor: Role, target: Role) -> bool:
+    """Whether ``actor`` is at least as strong as ``target`` (see docs/permissions.md).
+
+    It is when ``target`` grants nothing ``actor`` lacks: ``admin_access`` and
+    ``workspace_management`` where ``target`` has them; every feature at ``target``'s level
+    or above; every workflow ``target`` takes part in (``*`` covers all); and on every inbox
+    ``target`` reads or sends on, the same right (``send`` implies ``read``; ``*`` covers
+    every inbox). Equal roles are each at least as strong as the other.
+    """
+    return at_most(target, actor)
 
 
 def may_grant(actor_role_name: str, actor: Role, target_role_name: str, target: Role) -> str | None:
@@ -168,8 +182,37 @@ def may_grant(actor_role_name: str, actor: Role, target_role_name: str, target: 
     """
     if target_role_name == OWNER and actor_role_name != OWNER:
         return "only an owner may grant the owner role"
-    if not at_most(target, actor):
+    if not at_least_as_strong(actor, target):
         return f"role '{target_role_name}' grants more than your role '{actor_role_name}'"
+    return None
+
+
+def may_manage(
+    actor_role_name: str, actor: Role, target_role_name: str, target: Role
+) -> str | None:
+    """Why ``actor`` may not act on a member holding ``target`` (None when it may).
+
+    Changing a member -- editing, archiving, merging it or into it, attaching an identity
+    that moves it, setting its password, revoking its tokens -- needs a role at least as
+    strong as the member's own (``at_least_as_strong``); only owners act on owners.
+    """
+    if target_role_name == OWNER and actor_role_name != OWNER:
+        return "only an owner may change an owner"
+    if not at_least_as_strong(actor, target):
+        return (
+            f"the member's role '{target_role_name}' is stronger than your role '{actor_role_name}'"
+        )
+    return None
+
+
+def kind_refusal(kind: str, role_name: str, role: Role) -> str | None:
+    """Why a member of ``kind`` may not hold ``role`` (None when it may): only team members
+    hold a role with ``admin_access`` -- a contact or an anonymous caller never signs in."""
+    if role.admin_access and kind not in ADMIN_KINDS:
+        return (
+            f"a {kind} member cannot hold role '{role_name}': it has admin_access, "
+            "which only team members may hold"
+        )
     return None
 
 

@@ -231,7 +231,7 @@ async def test_an_operator_whose_role_lost_send_cannot_reply_and_the_conversatio
         [handoff] = await gw.all(select(Handoff))
         said = await gw.all(select(Message.text).where(Message.author == "operator"))
     assert status == 403
-    assert "may not answer" in body["error"]["message"]
+    assert "may not send on +14155550100" in body["error"]["message"]
     assert (conversation.status, handoff.operator_id, handoff.status) == ("queued", None, "open")
     assert said == []
     assert len(fake.sent) == sent_before

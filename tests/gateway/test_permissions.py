@@ -238,3 +238,103 @@ async def test_every_endpoint_answers_every_role_as_the_design_says(
         assert status == expected, f"{role}: {case.method} {path} gave {status}, not {expected}"
         if status >= 400:
             assert await _fingerprint(gw) == before, "a refused request changed something"
+
+
+# -- upward protection: who may change whom ------------------------------------------------
+# A member acts on another only with a role at least as strong as the other's
+# (people.roles.at_least_as_strong; only owners act on owners). "manager" holds
+# `members: admin` and workspace management but nothing else: it is stronger than a contact
+# and as strong as another manager, but not as strong as an operator (chats, data, ...) or
+# an admin.
+MANAGER = {"admin_access": True, "workspace_management": True, "features": {"members": "admin"}}
+ACTORS = ("owner", "admin", "manager")
+TARGETS = ("owner", "admin", "manager", "operator", "contact")
+STRONGER = {  # actor -> the targets it may not touch
+    "owner": set(),
+    "admin": {"owner"},
+    "manager": {"owner", "admin", "operator"},
+}
+
+
+async def _people(gw: Gateway, actor: str, target: str) -> tuple[Api, dict[str, int]]:
+    _, owner_token = await add_member(gw, "first-owner@example.com", kind="team", role="owner")
+    owner = Api(gw, owner_token)
+    assert (await owner.call("PUT", "/api/roles/manager", MANAGER))[0] == 200
+    kind = "contact" if target == "contact" else "team"
+    ids = {"target": (await add_member(gw, "target@example.com", kind=kind, role=target))[0]}
+    ids["spare"], _ = await add_member(gw, "spare@example.com", token=False)
+    token = owner_token
+    if actor != "owner":
+        _, token = await add_member(gw, "actor@example.com", kind="team", role=actor)
+    async with gw.services.sessions.begin() as session:
+        target_member = await session.get(Member, ids["target"])
+        assert target_member is not None
+        await credentials.create_token(session, target_member, "theirs")
+        found = await session.execute(select(ApiToken.id).where(ApiToken.name == "theirs"))
+        ids["token"] = found.scalar_one()
+    return Api(gw, token), ids
+
+
+UPWARD = [  # (method, path, body, status when allowed, status when refused)
+    ("PATCH", "/api/members/{target}", {"name": "Renamed"}, 200, 403),
+    ("PATCH", "/api/members/{target}", {"role": "contact", "kind": "contact"}, 200, 403),
+    ("PUT", "/api/members/{target}/password", {"password": "a long enough password"}, 204, 403),
+    ("DELETE", "/api/tokens/{token}", None, 204, 404),
+    ("POST", "/api/members/{target}/identities", {"kind": "phone", "address": "+14155550123"},
+     200, 403),
+    ("POST", "/api/members/{target}/archive", None, 200, 403),
+    ("POST", "/api/members/{target}/merge", {"duplicate": "{spare}"}, 200, 403),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("action", UPWARD, ids=lambda a: f"{a[0]} {a[1]} {sorted(a[2] or {})}")
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("actor", ACTORS)
+async def test_a_member_changes_only_members_no_stronger_than_itself(
+    database_url: str,
+    twilio: tuple[FakeTwilio, str],
+    actor: str,
+    target: str,
+    action: tuple[str, str, Any, int, int],
+) -> None:
+    fake, base = twilio
+    method, template, body, allowed, refused = action
+    if template.endswith("/password") and target == "contact":
+        return  # only team members have passwords
+    async with Gateway.running(make_settings(database_url, twilio_base=base), fake) as gw:
+        api, ids = await _people(gw, actor, target)
+        before = await _fingerprint(gw)
+        path = _fill(template, ids)
+        if isinstance(body, dict):
+            body = {k: _fill(v, ids) if isinstance(v, str) else v for k, v in body.items()}
+        status, answer = await api.call(method, path, body)
+        expected = refused if target in STRONGER[actor] else allowed
+        assert status == expected, f"{actor} -> {target}: {method} {path} gave {status}: {answer}"
+        if status >= 400:
+            assert await _fingerprint(gw) == before, "a refused request changed something"
+        if status == 403:
+            assert "only an owner" in answer["error"]["message"] or (
+                f"role '{target}' is stronger" in answer["error"]["message"]
+            )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("actor", ACTORS)
+async def test_a_member_changes_only_roles_no_stronger_than_its_own(
+    database_url: str, twilio: tuple[FakeTwilio, str], actor: str, target: str
+) -> None:
+    fake, base = twilio
+    async with Gateway.running(make_settings(database_url, twilio_base=base), fake) as gw:
+        api, _ = await _people(gw, actor, target)
+        before = await _fingerprint(gw)
+        status, answer = await api.call("PUT", f"/api/roles/{target}", {"admin_access": True})
+        if target == "owner":
+            assert status == 409  # nobody redefines the owner role
+        elif target in STRONGER[actor]:
+            assert status == 403, answer
+            assert f"role '{target}' is stronger" in answer["error"]["message"]
+            assert await _fingerprint(gw) == before
+        elif target == "contact":
+            assert status == 422, answer  # what contacts get never gains admin access
+        else:
+            assert status == 200, answer
