@@ -96,7 +96,7 @@ def import_json(record: Import, errors: list[ImportRowError]) -> dict[str, Any]:
 async def create_import(call: Call) -> web.Response:
     if call.upload is None:
         raise ValidationFailed("send the CSV as the body")
-    dry_run = call.request.query.get("dry_run") in ("1", "true")
+    dry_run = call.flags["dry_run"]
     record = Import(actor_id=call.actor.id, status="queued", dry_run=dry_run, created_at=utcnow())
     call.session.add(record)
     await call.session.flush()
@@ -207,7 +207,7 @@ async def get_errors_csv(call: Call) -> web.Response:
 ENDPOINTS = [
     Endpoint("POST", "/api/imports", create_import, "Import members from CSV (202; poll it)",
              IMPORTS, status=202, tag="imports", upload=receive_upload,
-             query={"dry_run": "true to validate and count without writing"}),
+             flags={"dry_run": "true to validate and count without writing"}),
     Endpoint("GET", "/api/imports/{id}", get_import, "An import's progress and row errors",
              IMPORTS, tag="imports"),
     Endpoint("GET", "/api/imports/{id}/errors.csv", get_errors_csv, "An import's row errors as CSV",
