@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing
 from collections.abc import Awaitable, Callable, Sequence
@@ -372,7 +373,7 @@ def _changes(
     values["data"].update(row.data)
     for channel, flag in row.notify.items():
         values[f"notify_{channel}"] = flag
-    changed = values != before
+    changed = _typed(values) != _typed(before)
     if changed:
         plan.changed[member.id] = values
     for kind, address in addresses:
@@ -386,6 +387,11 @@ def _changes(
         labels.update(new_labels)
         changed = True
     return changed
+
+
+def _typed(values: dict[str, Any]) -> str:
+    """``values`` compared with their JSON types (``1``, ``1.0`` and ``true`` differ)."""
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 async def _write(session: AsyncSession, plan: _Plan, seen: dict[tuple[str, str], int]) -> None:
