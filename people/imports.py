@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -38,8 +42,25 @@ BATCH = 2000
 POOL_FROM_ROWS = 10_000  # smaller files are validated in process: a worker costs ~0.3 s
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _pool() -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _die_with_parent(parent: int) -> None:
+    """A validating worker ends when the gateway does: after a SIGKILL it would otherwise
+    live on, blocked on its queue and holding the gateway's output pipes open."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the gateway died before the line above
+        os._exit(1)
 
 
 @dataclass
