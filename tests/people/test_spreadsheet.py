@@ -144,3 +144,15 @@ async def test_an_import_that_changes_only_a_type_is_an_update(gateway: Gateway)
     assert (report["updated"], report["unchanged"]) == (1, 0)
     [data] = await gateway.all(select(Member.data).where(Member.email == "ann@example.com"))
     assert _typed(data) == _typed({"vip": 1, "n": 1.0})
+
+
+async def test_what_the_csv_cannot_carry_is_refused_or_trimmed_by_the_api(gateway: Gateway) -> None:
+    _, token = await add_member(gateway, "owner@example.com", kind="team", role="owner")
+    owner = Api(gateway, token)
+    status, body = await owner.post("/api/members", {"email": "a@example.com", "labels": ["a;b"]})
+    assert status == 422, body
+    status, body = await owner.post("/api/members", {"email": "b@example.com", "name": "  Bo  "})
+    assert (status, body["name"]) == (201, "Bo")
+    response = await gateway.client.get("/api/members/export", headers=owner.headers)
+    report = await _import(owner, await response.read())
+    assert (report["updated"], report["unchanged"]) == (0, 2)
