@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -82,6 +82,7 @@ class Call:
     roles: RoleBook
     upload: Path | None = None
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    flags: dict[str, bool] = field(default_factory=dict)  # the endpoint's boolean parameters
 
     @property
     def region(self) -> str:
@@ -130,6 +131,9 @@ class Endpoint:
     status: int = 200
     tag: str = "members"
     query: dict[str, str] = field(default_factory=dict)  # name -> description
+    # Boolean query parameters (name -> description): parsed by ``flags`` before anything
+    # else, so a bad value is a 400 that changes nothing; absent means false.
+    flags: dict[str, str] = field(default_factory=dict)
     # Reads the request body to a file before the handler's transaction opens.
     upload: Callable[[web.Request, Services], Awaitable[Path]] | None = None
 
@@ -150,6 +154,31 @@ def parse_id(raw: str, what: str) -> int:
     if not 0 < value < 2**63:
         raise NotFound(f"no such {what}")
     return value
+
+
+TRUE_WORDS = ("true", "1")
+FALSE_WORDS = ("false", "0")
+
+
+def flags(request: web.Request, names: Iterable[str]) -> dict[str, bool]:
+    """The boolean query parameters ``names``: ``true``/``1`` or ``false``/``0``, absent is
+    false; any other value, or the parameter given twice, is a 400 (``dry_run=maybe`` must
+    never be taken for a real run, nor for a dry one)."""
+    parsed = {}
+    for name in names:
+        given = request.query.getall(name, [])
+        if len(given) > 1:
+            raise ValidationFailed(f"{name} is given {len(given)} times; give it once")
+        if not given or given[0] in FALSE_WORDS:
+            parsed[name] = False
+        elif given[0] in TRUE_WORDS:
+            parsed[name] = True
+        else:
+            raise ValidationFailed(
+                f"{name} must be true or false (or 1 or 0), not {given[0]!r}",
+                [ErrorDetail(name, "expected true, false, 1 or 0")],
+            )
+    return parsed
 
 
 def page(request: web.Request) -> tuple[int, int]:
@@ -194,6 +223,7 @@ def _duplicate(exc: IntegrityError) -> bool:
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         s = services(request)
+        given = flags(request, endpoint.flags)
         upload = None
         if endpoint.upload is not None:
             # Authorise first, then read the body with no transaction open.
@@ -203,7 +233,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         try:
             async with s.sessions.begin() as session:
                 actor, book = await _authorise(request, s, session, endpoint)
-                call = Call(request, s, session, actor, book, upload)
+                call = Call(request, s, session, actor, book, upload, flags=given)
                 result = await endpoint.handler(call)
         except IntegrityError as exc:
             if upload is not None:

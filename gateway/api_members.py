@@ -304,7 +304,7 @@ async def search_members(call: Call) -> dict[str, Any]:
 async def list_members(call: Call) -> dict[str, Any]:
     limit, cursor = page(call.request)
     query = select(Member).where(Member.id > cursor, Member.merged_into.is_(None))
-    if call.request.query.get("archived") not in ("true", "1"):
+    if not call.flags["archived"]:
         query = query.where(Member.archived == false())
     found = list((await call.session.execute(query.order_by(Member.id).limit(limit + 1))).scalars())
     views = await directory.views(call.session, found[:limit])
@@ -334,8 +334,8 @@ async def export_members(call: Call) -> web.StreamResponse:
 
 ENDPOINTS = [
     Endpoint("GET", "/api/members", list_members, "List members", MEMBERS_USE,
-             query={"limit": "1 to 200", "cursor": "the last id seen",
-                    "archived": "true to include archived members"}),
+             query={"limit": "1 to 200", "cursor": "the last id seen"},
+             flags={"archived": "true to include archived members"}),
     Endpoint("POST", "/api/members", create_member, "Create a member", MEMBERS_CREATE,
              body=MemberFields, status=201),
     Endpoint("POST", "/api/members/search", search_members, "Find members by filter",

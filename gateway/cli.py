@@ -159,16 +159,19 @@ async def _with_session(config: Settings, work: Callable[..., Awaitable[int]]) -
 
 async def members_add(config: Settings, args: argparse.Namespace) -> int:
     from people import members
+    from people.roles import load_book
 
     async def work(session: object) -> int:
         new = members.NewMember(
             kind=args.kind, role=args.role, email=args.email, phone=args.phone, name=args.name
         )
+        # The roles as the API knows them: built-in, YAML and those defined over the API.
+        book = await load_book(session, config.roles)  # type: ignore[arg-type]
         member = await members.add(
             session,  # type: ignore[arg-type]
             new,
             config.workspace.default_region,
-            config.all_roles(),
+            book.names(),
         )
         print(f"added member {member.id} ({member.kind}, {member.role}) {member.email}")
         return 0

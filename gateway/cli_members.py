@@ -20,7 +20,7 @@ from gateway.settings import Settings
 from people import imports, spreadsheet
 from people.filters import compile_filter
 from people.imports import Importer, Summary
-from people.roles import OWNER, RoleBook
+from people.roles import OWNER, load_book
 from store.engine import create_engine, session_factory
 from store.migrate import upgrade
 
@@ -34,7 +34,9 @@ async def import_file(config: Settings, path: Path, dry_run: bool) -> int:
         return 2
     await upgrade(config.storage.database_url)
     engine = create_engine(config.storage.database_url)
-    book = RoleBook(config.roles, {})
+    async with session_factory(engine)() as session:
+        # The roles as the API knows them: built-in, YAML and those defined over the API.
+        book = await load_book(session, config.roles)
     importer = Importer(OWNER, book.get(OWNER), book)
     columns = [TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:

@@ -67,6 +67,11 @@ def _operation(endpoint: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
          "schema": {"type": "string"}}
         for name, text in endpoint.query.items()
     ]  # fmt: skip
+    parameters += [
+        {"name": name, "in": "query", "required": False, "description": text,
+         "schema": {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"}}
+        for name, text in endpoint.flags.items()
+    ]  # fmt: skip
     slug = re.sub(r"\W+", "_", endpoint.path).strip("_")
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     operation: dict[str, Any] = {

@@ -56,7 +56,16 @@ class MemberFields(BaseModel):
         cleaned = [label.strip() for label in labels]
         if any(not label or len(label) > 100 for label in cleaned):
             raise ValueError("labels are 1 to 100 characters")
+        if any(";" in label for label in cleaned):
+            # the CSV's labels cell is ;-separated: such a label would not export and re-import
+            raise ValueError("a label may not contain ';'")
         return sorted(set(cleaned))
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        # Surrounding spaces are dropped, as the CSV import drops them from every cell.
+        return name.strip() if name is not None else None
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,21 @@ raises ``ValidationFailed`` whose details name where (``all[1].any[0].op``).
 Semantics we chose where DESIGN is silent:
 - ``within`` takes a duration (``30m``, ``12h``, ``7d``, ``2w``) and means "in the last";
   ``before``/``after`` take an ISO 8601 time or a duration ago.
-- ``contains`` and ``startswith`` match text case-insensitively; ``in`` takes a list.
-- ``exists`` takes true/false: the field (or ``data`` key) is set / not set.
+- ``in`` takes a list.
+- ``exists`` takes true/false: the field (or ``data`` key) is set / not set (a ``data``
+  key holding JSON ``null`` is not set).
+- ``data.<path>`` compares by the type of the filter's value: numbers numerically with
+  stored numbers, booleans with booleans, ISO dates and times as dates, other strings as
+  strings; a stored value of another type never matches. ``before``/``after``/``within``
+  apply to stored dates too. The same on SQLite and PostgreSQL (see ``_data_values``).
+- ``contains`` and ``startswith`` fold ASCII letters' case only, on both back ends.
 - Archived and merged-away members are excluded unless the filter itself mentions
   ``archived`` (merged-away ones always are).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,8 +36,6 @@ from sqlalchemy import (
     and_,
     exists,
     false,
-    func,
-    literal,
     not_,
     or_,
     select,
@@ -43,6 +45,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from gateway.errors import ErrorDetail, ValidationFailed
+from people._data_values import COMPARE as _COMPARE
+from people._data_values import DataField, fold, fold_value, to_moment
 from store.models import Label, Member
 from store.text import find_nul
 
@@ -181,9 +185,9 @@ class _Compiler:
         if not isinstance(value, str):
             return self.fail(path, f"'{op}' takes a string here")
         if op == "contains":
-            return func.lower(col).contains(value.lower(), autoescape=True)
+            return fold(col, self.dialect).contains(fold_value(value), autoescape=True)
         if op == "startswith":
-            return func.lower(col).startswith(value.lower(), autoescape=True)
+            return fold(col, self.dialect).startswith(fold_value(value), autoescape=True)
         if op in _COMPARE:
             return _COMPARE[op](col, value)
         return self.fail(path, f"'{op}' does not apply to text")
@@ -191,58 +195,49 @@ class _Compiler:
     def data(
         self, name: str, op: str, value: Any, path: str, field_path: str
     ) -> ColumnElement[bool]:
+        """``data.<path>``: the filter value's type decides how it compares (_data_values)."""
         keys = name.split(".")[1:]
         if not keys or not all(_DATA_KEY.match(k) for k in keys):
             return self.fail(
                 field_path, "data paths are data.<key>[.<key>...] of letters, digits, _ and -"
             )
+        stored = DataField(self.dialect, keys)
         if op == "exists":
-            return self.exists(self.data_value(keys).is_not(None), value, path)
-        if op == "eq" and self.dialect == "postgresql" and _is_json_scalar(value):
-            # data @> {...}: served by the GIN index on members.data
-            return type_coerce(Member.data, JSONB).contains(_nest(keys, value))
+            return self.exists(stored.is_kind("present"), value, path)
         if op in ("contains", "startswith"):
             if not isinstance(value, str):
                 return self.fail(path, f"'{op}' takes a string")
-            text_value = self.data_text(keys)
-            if op == "contains":
-                return func.lower(text_value).contains(value.lower(), autoescape=True)
-            return func.lower(text_value).startswith(value.lower(), autoescape=True)
+            text = fold(stored.text(), self.dialect)
+            match = text.contains if op == "contains" else text.startswith
+            return stored.is_kind("string") & match(fold_value(value), autoescape=True)
+        if op in ("within", "before", "after"):
+            moment = self.duration_ago(value, path) if op == "within" else self.moment(value, path)
+            if moment is None:
+                return true()
+            return stored.compare({"before": "lt", "after": "gt"}.get(op, "ge"), moment.isoformat())
+        values = value if op == "in" else [value]
+        if op == "in" and (not isinstance(value, list) or not value):
+            return self.fail(path, "'in' takes a non-empty list of strings, numbers or booleans")
+        if not all(_is_json_scalar(v) for v in values):
+            return self.fail(path, f"'{op}' takes a string, number or boolean")
+        if op not in ("eq", "ne", "in") and any(isinstance(v, bool) for v in values):
+            return self.fail(path, f"'{op}' does not compare booleans (use eq or ne)")
         if op == "in":
-            if (
-                not isinstance(value, list)
-                or not value
-                or not all(_is_json_scalar(v) for v in value)
-            ):
-                return self.fail(
-                    path, "'in' takes a non-empty list of strings, numbers or booleans"
-                )
-            return or_(*(self.data_compare(keys, "eq", v) for v in value))
-        if op in _COMPARE:
-            if not _is_json_scalar(value):
-                return self.fail(path, f"'{op}' takes a string, number or boolean")
-            return self.data_compare(keys, op, value)
-        return self.fail(path, f"'{op}' does not apply to data fields")
+            return or_(*(self.data_eq(stored, keys, v) for v in values))
+        if op == "eq":
+            return self.data_eq(stored, keys, value)
+        return stored.compare(op, value)
 
-    def data_value(self, keys: list[str]) -> ColumnElement[Any]:
-        if self.dialect == "postgresql":
-            return type_coerce(Member.data, JSONB)[tuple(keys)]
-        return func.json_extract(Member.data, "$." + ".".join(f'"{k}"' for k in keys))
+    def data_eq(self, stored: DataField, keys: list[str], value: Any) -> ColumnElement[bool]:
+        if self.dialect == "postgresql" and to_moment(value) is None:
+            # data @> {...}: served by the GIN index on members.data; a JSON value contains
+            # only an equal value of its own type, as the typed rule wants.
+            return type_coerce(Member.data, JSONB).contains(_nest(keys, value))
+        return stored.compare("eq", value)
 
-    def data_text(self, keys: list[str]) -> ColumnElement[Any]:
-        if self.dialect == "postgresql":
-            text: ColumnElement[Any] = type_coerce(Member.data, JSONB)[tuple(keys)].astext
-            return text
-        return func.json_extract(Member.data, "$." + ".".join(f'"{k}"' for k in keys))
-
-    def data_compare(self, keys: list[str], op: str, value: Any) -> ColumnElement[bool]:
-        if self.dialect == "postgresql":
-            # jsonb compares numbers as numbers and strings as strings, never raising.
-            target = func.cast(literal(json.dumps(value)), JSONB)
-            return _COMPARE[op](self.data_value(keys), target)
-        if isinstance(value, bool):
-            value = int(value)  # SQLite's json_extract gives true/false as 1/0
-        return _COMPARE[op](self.data_value(keys), value)
+    def duration_ago(self, value: Any, path: str) -> datetime | None:
+        ago = self.duration(value, path)
+        return self.now - ago if ago is not None else None
 
     def duration(self, value: Any, path: str) -> timedelta | None:
         match = _DURATION.match(value) if isinstance(value, str) else None
@@ -261,16 +256,6 @@ class _Compiler:
             self.fail(path, "expected an ISO 8601 time (2026-01-31T09:00:00Z) or a duration ago")
             return None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-_COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
-    "eq": lambda a, b: a == b,
-    "ne": lambda a, b: a != b,
-    "lt": lambda a, b: a < b,
-    "le": lambda a, b: a <= b,
-    "gt": lambda a, b: a > b,
-    "ge": lambda a, b: a >= b,
-}
 
 
 def _join(path: str, key: str) -> str:

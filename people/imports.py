@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import json
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -37,8 +42,25 @@ BATCH = 2000
 POOL_FROM_ROWS = 10_000  # smaller files are validated in process: a worker costs ~0.3 s
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _pool() -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _die_with_parent(parent: int) -> None:
+    """A validating worker ends when the gateway does: after a SIGKILL it would otherwise
+    live on, blocked on its queue and holding the gateway's output pipes open."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the gateway died before the line above
+        os._exit(1)
 
 
 @dataclass
@@ -392,7 +414,7 @@ def _changes(
     values["data"].update(row.data)
     for channel, flag in row.notify.items():
         values[f"notify_{channel}"] = flag
-    changed = values != before
+    changed = _typed(values) != _typed(before)
     if changed:
         plan.changed[member.id] = values
     for kind, address in addresses:
@@ -406,6 +428,11 @@ def _changes(
         labels.update(new_labels)
         changed = True
     return changed
+
+
+def _typed(values: dict[str, Any]) -> str:
+    """``values`` compared with their JSON types (``1``, ``1.0`` and ``true`` differ)."""
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 async def _write(session: AsyncSession, plan: _Plan, seen: dict[tuple[str, str], int]) -> None:

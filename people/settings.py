@@ -14,3 +14,12 @@ class PeopleSettings(BaseModel):
     import_dir: str = Field(
         default="./var/imports", description="Where uploaded CSVs wait while they import."
     )
+    import_heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often a running import shows it is alive; one silent for four of these "
+            "was left by a process that died, and is marked failed with what it had done."
+        ),
+    )

@@ -9,6 +9,12 @@ quoted field spanning lines is still one row.
 Cells that a spreadsheet would run as a formula (starting with ``= + - @``, tab, CR or
 LF) are written with a leading ``'``; reading strips it again, so our own exports
 re-import unchanged (a ``'`` already there is doubled, so that too round-trips).
+
+``data.<field>`` cells are typed (docs/csv.md): a cell that is a JSON number, ``true``,
+``false``, object, array or ``"quoted string"`` is that value; any other cell is text, as
+written; a leading ``'`` makes the rest text, whatever it looks like (``'02134`` is not
+needed, ``02134`` is no JSON number, but ``'12345`` keeps a zip code a string). Exports
+write each value so that it reads back identical.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -63,7 +70,7 @@ class Row:
     role: str | None = None
     labels: list[str] = field(default_factory=list)
     notify: dict[str, bool] = field(default_factory=dict)
-    data: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 def neutralise(value: str) -> str:
@@ -73,6 +80,51 @@ def neutralise(value: str) -> str:
 
 def restore(value: str) -> str:
     return value[1:] if value[:1] == "'" and value.lstrip("'")[:1] in FORMULA else value
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def to_json_value(text: str) -> Any:
+    """The JSON value ``text`` spells, or None when it is no (non-null) JSON value.
+
+    Strict JSON: no NaN or Infinity, no number beyond a float; ``null`` is not a value here
+    (an import never erases, and "null" stays text)."""
+    if not text or text[0] not in '-0123456789tf{["':
+        return None  # the usual text cell, without trying to parse it
+    try:
+        return json.loads(text, parse_float=_finite, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+def to_data_value(cell: str) -> Any:
+    """A ``data.`` cell as stored: ``'`` + text is that text, JSON is its value, else text."""
+    if cell[:1] == "'":
+        return cell[1:]
+    value = to_json_value(cell)
+    return cell if value is None else value
+
+
+def to_data_cell(value: Any) -> str:
+    """The ``data.`` cell that ``to_data_value`` (after ``strip``) reads back as ``value``."""
+    if value is None:
+        return ""  # an empty cell: changes nothing
+    if not isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # numbers, booleans, objects, arrays
+    if not value or value != value.strip():
+        return json.dumps(value, ensure_ascii=False)  # whitespace a cell would lose
+    if value[0] in (*FORMULA, "'") or to_json_value(value) is not None:
+        return "'" + value  # a formula, or text that would read as another type
+    return value
 
 
 def header(cells: list[str]) -> list[str]:
@@ -163,7 +215,7 @@ def parse_row(
         return None, [RowError(number, "", f"expected {len(columns)} cells, found {len(cells)}")]
     row, errors = Row(number), []
     for column, raw in zip(columns, cells, strict=True):
-        value = restore(raw.strip())
+        value = raw.strip() if column.startswith("data.") else restore(raw.strip())
         if not value:
             continue
         if "\x00" in value:
@@ -208,20 +260,18 @@ def _set(row: Row, column: str, value: str, region: str) -> str | None:
                 return f"'{value}' is not a boolean (true/false/yes/no/1/0)"
             row.notify[column.removeprefix("notify_")] = flag
         else:
-            row.data[column.removeprefix("data.")] = value
+            row.data[column.removeprefix("data.")] = to_data_value(value)
     except ValidationFailed as exc:
         return exc.message
     return None
 
 
-def _cell(value: Any) -> str:
+def _cell(value: str | bool | None) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return neutralise(json.dumps(value, ensure_ascii=False))
-    return neutralise(str(value))
+    return neutralise(value)
 
 
 async def data_fields(session: AsyncSession, condition: ColumnElement[bool]) -> list[str]:
@@ -250,7 +300,8 @@ async def export_rows(
             data = m.data or {}
             standard = [m.email, m.phone, m.name, m.kind, m.role, ";".join(view.labels)]
             flags = [m.notify_sms, m.notify_email, m.notify_voice]
-            rows.append([_cell(v) for v in [*standard, *flags, *(data.get(f) for f in fields)]])
+            cells = [_cell(v) for v in [*standard, *flags]]
+            rows.append([*cells, *(to_data_cell(data.get(f)) for f in fields)])
         yield _lines(rows)
 
 

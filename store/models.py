@@ -166,6 +166,8 @@ class Import(Base):
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Written by the process running it, every people.import_heartbeat_seconds.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ImportRowError(Base):

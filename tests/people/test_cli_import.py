@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from gateway.cli import main
-from tests.helpers import make_config
+from store.models import Member
+from tests.helpers import Api, Gateway, add_member, make_config
 
 
 @pytest.fixture
@@ -67,3 +69,25 @@ async def test_the_progress_bar_shows_on_a_terminal(config: Path, tmp_path: Path
     assert "importing" in err.decode()
     assert "50/50" in err.decode()
     assert "50 created" in out.decode()
+
+
+async def test_the_cli_knows_roles_defined_over_the_api(
+    gateway: Gateway, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, token = await add_member(gateway, "owner@example.com", kind="team", role="owner")
+    manager = {"admin_access": True, "features": {"members": "edit"}}
+    assert (await Api(gateway, token).call("PUT", "/api/roles/manager", manager))[0] == 200
+    config = tmp_path / "frontdesk.yaml"
+    config.write_text(yaml.safe_dump(make_config(database_url)))
+
+    add = ["--config", str(config), "members", "add", "mia@example.com", "--kind", "team"]
+    assert await asyncio.to_thread(main, [*add, "--role", "manager"]) == 0
+    csv = tmp_path / "members.csv"
+    csv.write_text("email,kind,role\nned@example.com,team,manager\n")
+    imported = ["--config", str(config), "members", "import", str(csv)]
+    assert await asyncio.to_thread(main, imported) == 0
+    out = capsys.readouterr().out
+    assert "1 created, 0 updated, 0 unchanged, 0 failed" in out
+
+    managers = await gateway.all(select(Member.email).where(Member.role == "manager"))
+    assert sorted(managers) == ["mia@example.com", "ned@example.com"]
