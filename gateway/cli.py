@@ -171,7 +171,7 @@ async def members_add(config: Settings, args: argparse.Namespace) -> int:
             session,  # type: ignore[arg-type]
             new,
             config.workspace.default_region,
-            book.names(),
+            book,
         )
         print(f"added member {member.id} ({member.kind}, {member.role}) {member.email}")
         return 0

@@ -121,7 +121,7 @@ class Live(Dispatcher):
         if (
             isinstance(route, Refused)
             and conversation.status != "closed"
-            and may_take(book, member, conversation)
+            and refusal(book, member, conversation) is None
         ):
             return route  # nothing stored, nothing taken
         try:
