@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from people.spreadsheet import to_data_cell, to_data_value
 from store.models import Member
-from tests.helpers import Api, Gateway, add_member, eventually
+from tests.helpers import Api, Gateway, add_member
+from tests.people.test_imports import _import
 
 DATA: dict[str, Any] = {
     "seats": 12,
@@ -87,23 +88,6 @@ def test_every_value_written_to_a_cell_reads_back_identical(key: str) -> None:
 def _typed(value: Any) -> str:
     """``value`` with its JSON types showing (``1``, ``1.0`` and ``true`` differ)."""
     return json.dumps(value, sort_keys=True)
-
-
-async def _import(api: Api, body: bytes) -> dict[str, Any]:
-    response = await api.gw.client.post(
-        "/api/imports", data=body, headers={**api.headers, "Content-Type": "text/csv"}
-    )
-    assert response.status == 202, await response.text()
-    import_id = (await response.json())["id"]
-    report: dict[str, Any] = {}
-
-    async def finished() -> bool:
-        nonlocal report
-        report = (await api.get(f"/api/imports/{import_id}"))[1]
-        return report["status"] in ("done", "failed")
-
-    await eventually(finished)
-    return report
 
 
 async def test_export_then_import_changes_nothing(gateway: Gateway) -> None:
