@@ -31,7 +31,7 @@ from agents.abilities import AbilityResult
 from agents.base import EscalationRequest, TurnInput, TurnResult, WorkflowUpdate
 from agents.settings import AgentSettings
 from agents.workflows import Engine, Progress, WorkflowState, fill
-from gateway.errors import ConfigError
+from store.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from agents.base import EscalationRequest, TurnInput, TurnResult
 from agents.embedded import EmbeddedModel
 from agents.settings import AgentSettings
 from agents.workflows import AbilityCall, Engine, WorkflowSettings
-from gateway.errors import ConfigError
 from people.cel import CelFailed, CelRunner
+from store.errors import ConfigError
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel

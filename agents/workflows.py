@@ -37,9 +37,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 from agents.abilities import AbilityResult
 from agents.base import EscalationRequest
-from gateway.errors import ValidationFailed
 from people import cel
 from people.identities import to_e164, to_email
+from store.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from gateway.errors import ConfigError
+from store.errors import ConfigError
 
 if TYPE_CHECKING:
     from channels.base import Channel

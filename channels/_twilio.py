@@ -13,7 +13,7 @@ import re
 from twilio.request_validator import RequestValidator
 
 from channels.base import RawRequest
-from gateway.errors import SignatureInvalid, ValidationFailed
+from store.errors import SignatureInvalid, ValidationFailed
 
 # Twilio's ids: a two-letter prefix (AC account, SM/MM message, CA call, RE recording...)
 # and 32 hex digits.

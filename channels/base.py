@@ -17,7 +17,7 @@ import aiohttp
 from multidict import CIMultiDictProxy, MultiDictProxy
 from pydantic import BaseModel, Field
 
-from gateway.errors import ValidationFailed
+from store.errors import ValidationFailed
 from store.text import find_nul
 
 IdentityKind = Literal["phone", "email", "slack", "webchat"]

@@ -80,8 +80,8 @@ from channels.mailtext import (
     text_of,
     trim,
 )
-from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
 from people.identities import to_email
+from store.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ from channels.base import (
     WebhookReply,
     refuse_nul,
 )
-from gateway.errors import DeliveryFailed, SignatureInvalid, Unauthenticated, ValidationFailed
+from store.errors import DeliveryFailed, SignatureInvalid, Unauthenticated, ValidationFailed
 
 DM_INBOX = "dm"
 COMMANDS = "/channels/slack/commands"

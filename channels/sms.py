@@ -33,8 +33,8 @@ from channels.base import (
     StatusUpdate,
     WebhookReply,
 )
-from gateway.errors import DeliveryFailed, ValidationFailed
 from people.identities import to_e164
+from store.errors import DeliveryFailed, ValidationFailed
 
 STATUS_PATH = "/channels/twilio/status"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'

@@ -55,8 +55,8 @@ from channels.base import (
     WebhookReply,
 )
 from channels.sms import E164, rest_client
-from gateway.errors import DeliveryFailed, ValidationFailed
 from people.identities import to_e164
+from store.errors import DeliveryFailed, ValidationFailed
 
 BASE = "/channels/twilio/voice"
 HOLD_LOOPS = 3  # hold music plays this many times, then the call listens again

@@ -31,8 +31,8 @@ from channels.base import (
     OutboundMessage,
     refuse_nul,
 )
-from gateway.errors import ValidationFailed
 from people.identities import is_visitor_id
+from store.errors import ValidationFailed
 
 TOPIC = "webchat"
 INBOX = "webchat"

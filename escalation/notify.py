@@ -32,10 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import ValidationFailed
 from people.filters import compile_filter
 from store import outbox
 from store.engine import insert
+from store.errors import ValidationFailed
 from store.models import Conversation, Handoff, Member, Notification, Outbox, table_of, utcnow
 
 NotifyChannel = Literal["sms", "email", "voice"]

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from escalation.hours import HoursSettings
-from gateway.errors import ValidationFailed, repeats
 from people.filters import compile_filter
 from people.roles import Need, Role, RoleBook, allows
+from store.errors import ValidationFailed, repeats
 
 ALL = "*"
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from escalation.hours import BusinessHours, HoursSettings, TriggerSettings
 from escalation.notify import NotifyRule
 from escalation.operators import OperatorSettings, Routed
-from gateway.errors import repeats
+from store.errors import repeats
 
 
 class EscalationSettings(BaseModel):

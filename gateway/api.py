@@ -27,7 +27,10 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import (
+from gateway.state import Services, services
+from people import credentials
+from people.roles import Need, Role, RoleBook, allows, load_book
+from store.errors import (
     Conflict,
     ErrorDetail,
     NotFound,
@@ -36,9 +39,6 @@ from gateway.errors import (
     ValidationFailed,
     own_errors,
 )
-from gateway.state import Services, services
-from people import credentials
-from people.roles import Need, Role, RoleBook, allows, load_book
 from store.models import Member
 from store.text import find_nul
 

@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 
 from gateway.api import Call, Endpoint, Unprocessable, admin, iso
 from gateway.api_members import MEMBERS_ADMIN
-from gateway.errors import Conflict, ErrorDetail, NotFound, PermissionDenied
 from people import credentials, roles
 from people.roles import ADMIN_KINDS, CONTACT, OWNER, Need, Role, at_least_as_strong, may_manage
+from store.errors import Conflict, ErrorDetail, NotFound, PermissionDenied
 from store.models import ApiToken, Member, utcnow
 
 SEE_ROLES = Need(admin_access=True)

@@ -10,8 +10,8 @@ from escalation.operators import may_read_workflow
 from gateway.api import Call, Endpoint, iso, listing, page, parse_id
 from gateway.api_members import MEMBERS_USE
 from gateway.conversations import NOTE
-from gateway.errors import NotFound, ValidationFailed
 from people.roles import Need
+from store.errors import NotFound, ValidationFailed
 from store.models import Conversation, Handoff, Member, Message, Notification
 
 CHATS_USE = Need(feature="chats", level="use", admin_access=True)

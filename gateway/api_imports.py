@@ -25,12 +25,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.api import Call, Endpoint, admin, iso
-from gateway.errors import NotFound, PayloadTooLarge, ValidationFailed
 from gateway.state import Services
 from people import imports
 from people.imports import Importer, Summary
 from people.roles import Need
 from people.spreadsheet import FileRejected, RowError, errors_csv
+from store.errors import NotFound, PayloadTooLarge, ValidationFailed
 from store.models import Import, ImportRowError, table_of, utcnow
 
 log = logging.getLogger(__name__)

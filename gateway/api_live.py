@@ -29,11 +29,11 @@ from escalation.presence import PresenceUnavailable
 from gateway.api import Call, Endpoint, admin
 from gateway.api_conversations import conversation_json, may_see_inbox
 from gateway.board import board as live_board
-from gateway.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
 from gateway.http import error_response
 from gateway.live import Live, Refused
 from people.filters import compile_filter
 from people.roles import Need
+from store.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
 from store.models import Conversation, Member
 
 OPERATORS_USE = admin(Need(feature="operators", level="use"))

@@ -15,12 +15,12 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api import Call, Endpoint, Unprocessable, admin, iso, listing, page
-from gateway.errors import Conflict, ErrorDetail, NotFound, PermissionDenied, ValidationFailed
 from people import credentials, directory, members, merges, spreadsheet
 from people.directory import MemberFields, MemberView
 from people.filters import compile_filter
 from people.identities import normalise
 from people.roles import Need, kind_refusal, may_grant, may_manage
+from store.errors import Conflict, ErrorDetail, NotFound, PermissionDenied, ValidationFailed
 from store.models import Member, MemberMerge
 
 log = logging.getLogger(__name__)

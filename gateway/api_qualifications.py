@@ -35,11 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from gateway.api import Call, Endpoint, Unprocessable, admin, iso, listing, page
-from gateway.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
+from gateway.settings import unstartable_models
 from people import qualifications as q
 from people.filters import compile_filter
 from people.roles import Need
 from store.engine import insert as dialect_insert
+from store.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
 from store.models import (
     Member,
     QualificationDefinition,
@@ -155,14 +156,9 @@ async def get_qualification(call: Call) -> dict[str, Any]:
 def _connections(qualification: q.QualificationSettings) -> list[ErrorDetail]:
     """Over the API a model is named only: a key or a base URL is the YAML's to set (no
     caller reads a key, or sends the server's key somewhere of its choosing)."""
-    models = [("grader", qualification.grader)] + [
-        (f"requirements[{i}].customer", r.customer)
-        for i, r in enumerate(qualification.requirements)
-    ]
     return [
         ErrorDetail(f"{where}.{name}", "set in the workspace YAML, not over the API")
-        for where, model in models
-        if model is not None
+        for where, model in q.language_models(qualification)
         for name in ("api_key", "base_url")
         if getattr(model, name) is not None
     ]
@@ -173,6 +169,7 @@ async def put_qualification(call: Call) -> dict[str, Any]:
     qualification = await call.body(q.QualificationSettings, name=name)
     workflows = {w.name for w in call.services.settings.workflows}
     errors = q.unknown_workflows(qualification, workflows) + _connections(qualification)
+    errors += unstartable_models(qualification)
     if errors:
         raise Unprocessable("the qualification is not valid", errors)
     row = {"name": name, "body": qualification.model_dump(mode="json"),

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from gateway import logs
 from gateway import settings as settings_module
-from gateway.errors import ConfigError, FrontdeskError
 from gateway.settings import DEFAULT_CONFIG, Settings
+from store.errors import ConfigError, FrontdeskError
 
 log = logging.getLogger("frontdesk")
 

@@ -15,13 +15,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gateway.errors import ValidationFailed
 from gateway.settings import Settings
 from people import imports, spreadsheet
 from people.filters import compile_filter
 from people.imports import Importer, Summary
 from people.roles import OWNER, load_book
 from store.engine import create_engine, session_factory
+from store.errors import ValidationFailed
 from store.migrate import upgrade
 
 MAX_SHOWN_ERRORS = 50

@@ -31,10 +31,10 @@ from sqlalchemy import update
 
 from gateway.api_live import OPERATORS_USE
 from gateway.board import board
-from gateway.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from gateway.state import Services, services
 from people import credentials
 from people.roles import allows, load_book
+from store.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from store.models import ApiToken, Member, utcnow
 
 log = logging.getLogger(__name__)

@@ -31,12 +31,12 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels.base import Channel, OutboundMessage, SupportsSentLookup
-from gateway.errors import DeliveryFailed
 from gateway.metrics import Metrics
 from gateway.opt_outs import HELP_KIND
 from gateway.settings import GatewaySettings
 from gateway.supervisor import Supervisor
 from store import consents, outbox
+from store.errors import DeliveryFailed
 from store.models import utcnow
 
 log = logging.getLogger(__name__)

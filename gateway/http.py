@@ -21,8 +21,8 @@ from aiohttp.typedefs import Handler
 from multidict import MultiDict, MultiDictProxy
 
 from channels.base import RawRequest, refuse_nul
-from gateway.errors import FrontdeskError, ValidationFailed
 from gateway.logs import request_id
+from store.errors import FrontdeskError, ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from channels.base import (
 )
 from channels.webchat import WebChatSettings, widget_page
 from gateway import webchat_socket
-from gateway.errors import FrontdeskError, NotFound
 from gateway.http import to_raw_request
 from gateway.settings import Settings
 from gateway.state import Services, services
 from store import outbox
+from store.errors import FrontdeskError, NotFound
 from store.models import Inbound, Message
 
 log = logging.getLogger(__name__)

@@ -27,14 +27,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 import channels
-from agents.settings import AgentSettings
+from agents.settings import AgentSettings, check_model
 from agents.workflows import UseAbility, WorkflowSettings
 from channels.base import ChannelSettings
 from escalation.settings import EscalationSettings
-from gateway.errors import ConfigError, ErrorDetail, own_errors, repeats
-from people.qualifications import QualificationSettings, unknown_workflows
+from people.qualifications import QualificationSettings, language_models, unknown_workflows
 from people.roles import BUILTIN_ROLES, Role
 from people.settings import PeopleSettings
+from store.errors import ConfigError, ErrorDetail, own_errors, repeats
 from store.settings import StorageSettings
 
 M = TypeVar("M", bound=BaseModel)
@@ -300,8 +300,23 @@ def _cross_check(parts: _Parts) -> list[ErrorDetail]:
     return errors
 
 
+def unstartable_models(qualification: QualificationSettings) -> list[ErrorDetail]:
+    """The models ``qualification`` names that LangChain cannot start here (an unknown
+    provider, or its package missing), at their paths."""
+    errors = []
+    for path, model in language_models(qualification):
+        try:
+            check_model(model.model)
+        except ValueError as exc:
+            errors.append(ErrorDetail(f"{path}.model", str(exc)))
+    return errors
+
+
 def _check_qualifications(parts: _Parts) -> list[ErrorDetail]:
     errors = []
+    for i, qualification in parts.qualifications.items():
+        for error in unstartable_models(qualification):
+            errors.append(ErrorDetail(f"qualifications[{i}].{error.path}", error.message))
     names = parts.qualification_names or []
     for i in repeats([n or "" for n in names]):
         if names[i]:

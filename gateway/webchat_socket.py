@@ -15,9 +15,9 @@ from aiohttp import WSMsgType, web
 from channels import webchat
 from channels.webchat import TOPIC, ChatText, WebChatSettings
 from gateway import conversations
-from gateway.errors import NotFound, ValidationFailed
 from gateway.state import Services, services
 from people import members
+from store.errors import NotFound, ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import Conflict, ValidationFailed
 from people.identities import normalise
 from people.members import by_identity
+from store.errors import Conflict, ValidationFailed
 from store.models import Identity, Label, Member
 
 Kind = Literal["team", "contact", "anonymous"]

@@ -44,9 +44,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from gateway.errors import ErrorDetail, ValidationFailed
 from people._data_values import COMPARE as _COMPARE
 from people._data_values import DataField, fold, fold_value, to_moment
+from store.errors import ErrorDetail, ValidationFailed
 from store.models import Label, Member
 from store.text import find_nul
 

@@ -11,7 +11,7 @@ import re
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from gateway.errors import ValidationFailed
+from store.errors import ValidationFailed
 
 IDENTITY_KINDS = ("phone", "email", "slack", "webchat")
 _VISITOR = re.compile(r"^v_[A-Za-z0-9_-]{20,64}$")

@@ -14,11 +14,11 @@ from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import Conflict, ValidationFailed
 from people.identities import normalise
 from people.roles import Role, RoleBook, kind_refusal
 from store.engine import insert as dialect_insert
 from store.engine import insert_rows
+from store.errors import Conflict, ValidationFailed
 from store.models import Identity, Label, Member, table_of, utcnow
 
 KINDS = ("team", "contact", "anonymous")

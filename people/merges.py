@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import Conflict
 from people.directory import add_labels
 from people.members import by_identity
+from store.errors import Conflict
 from store.models import (
     ApiToken,
     Conversation,

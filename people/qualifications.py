@@ -46,10 +46,9 @@ from pydantic import (
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents.settings import check_model
-from gateway.errors import ErrorDetail, repeats
 from people import cel
 from people.grading import Candidate, RequirementResult
+from store.errors import ErrorDetail, repeats
 from store.models import (
     Label,
     Member,
@@ -68,9 +67,12 @@ Status = Literal["enrolled", "submitted", "provisional", "qualified", "failed", 
 
 
 class LanguageModel(BaseModel):
-    """A LangChain chat model (``provider:name``) for grading or playing a customer. Its
-    ``api_key`` is never shown (``**********``) unless dumped with ``context={"secrets":
-    True}``; over the API a model is named only (``gateway.api_qualifications``)."""
+    """A LangChain chat model (``provider:name``) for grading or playing a customer.
+
+    Which providers can start here is the agents' to say: the app checks
+    ``language_models`` against them when the YAML is loaded and when a definition is PUT.
+    Its ``api_key`` is never shown (``**********``) unless dumped with
+    ``context={"secrets": True}``; over the API a model is named only."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -79,11 +81,6 @@ class LanguageModel(BaseModel):
     api_key: SecretStr | None = None
     temperature: float | None = Field(default=0, ge=0, le=2)
     timeout_seconds: float = Field(default=30, gt=0, le=300)
-
-    @field_validator("model")
-    @classmethod
-    def _known(cls, model: str) -> str:
-        return check_model(model)
 
     @field_serializer("api_key")
     def _hidden(self, key: SecretStr | None, info: SerializationInfo) -> str | None:
@@ -171,6 +168,15 @@ class QualificationSettings(BaseModel):
 
 class QualificationError(ValueError):
     """A transition the lifecycle does not allow now, and why."""
+
+
+def language_models(qualification: QualificationSettings) -> list[tuple[str, LanguageModel]]:
+    """Each model ``qualification`` names, with its path (the grader, each customer)."""
+    named = [("grader", qualification.grader)] + [
+        (f"requirements[{i}].customer", r.customer)
+        for i, r in enumerate(qualification.requirements)
+    ]
+    return [(path, model) for path, model in named if model is not None]
 
 
 def unknown_workflows(

@@ -31,9 +31,9 @@ from typing import IO, Any
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import ValidationFailed
 from people.directory import views
 from people.identities import to_e164, to_email
+from store.errors import ValidationFailed
 from store.models import Member
 
 STANDARD = ("email", "phone", "name", "kind", "role", "labels", "notify_sms", "notify_email",

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import EscalationRequest, MemberFacts
-from gateway.errors import own_errors
 from people.roles import Need, Role, allows
+from store.errors import own_errors
 
 log = logging.getLogger(__name__)
 

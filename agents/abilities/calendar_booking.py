@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.abilities import AbilityContext, AbilityResult
 from agents.workflows import parse_clock
-from escalation.hours import WEEKDAYS, OpeningHours, Schedule, Weekday, spoken_clock
 from people.roles import Need
+from people.schedules import WEEKDAYS, OpeningHours, Schedule, Weekday, spoken_clock
 from store import bookings
 
 

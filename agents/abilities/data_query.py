@@ -17,10 +17,10 @@ from typing import Any, ClassVar, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents.abilities import AbilityContext, AbilityResult
-from gateway.errors import ValidationFailed
 from people import queries
 from people.filters import compile_filter
 from people.roles import Level, Need, allows
+from store.errors import ValidationFailed
 
 ParamType = Literal["string", "number", "boolean"]
 _TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "number": (int, float), "boolean": (bool,)}

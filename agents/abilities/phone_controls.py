@@ -14,9 +14,9 @@ from typing import ClassVar, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.abilities import AbilityContext, AbilityResult
-from gateway.errors import ValidationFailed
 from people.identities import to_e164
 from people.roles import Need
+from store.errors import ValidationFailed
 
 _DIGITS = re.compile(r"^[0-9*#wW]{1,32}$")
 

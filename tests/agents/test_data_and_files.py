@@ -16,10 +16,10 @@ from agents import abilities
 from agents.abilities import AbilityContext, AbilityResult
 from agents.base import MemberFacts, TurnInput
 from gateway.app import runtime_for
-from gateway.errors import ConfigError
 from gateway.settings import from_mapping
 from people.roles import BUILTIN_ROLES, Role
 from store.engine import create_engine, session_factory
+from store.errors import ConfigError
 from store.migrate import upgrade
 from store.models import Label, Member, utcnow
 from tests.agents.test_llm import Scripted, _call

@@ -14,9 +14,9 @@ from agents import abilities
 from agents.abilities import AbilityContext, AbilityResult
 from agents.abilities._http import AddressRefused, fetch
 from agents.base import MemberFacts
-from gateway.errors import ConfigError
 from gateway.settings import from_mapping
 from people.roles import BUILTIN_ROLES, Role
+from store.errors import ConfigError
 from tests.helpers import make_config
 
 

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from agents.base import TurnInput, TurnResult
 from agents.runtime import Runtime
 from gateway.app import runtime_for
-from gateway.errors import ConfigError
 from gateway.settings import Settings, from_mapping
 from people import cel
+from store.errors import ConfigError
 from store.models import Booking, Conversation, Handoff, Identity, Member
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Gateway, add_member, make_config, make_settings, receive

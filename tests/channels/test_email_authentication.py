@@ -13,8 +13,8 @@ from langchain_core.messages import AIMessage
 
 from channels.mailtext import dmarc_passed
 from gateway.app import runtime_for
-from gateway.errors import ConfigError
 from gateway.settings import from_mapping
+from store.errors import ConfigError
 from tests.agents.test_llm import Scripted, _call
 from tests.channels.test_email import SECRET, _email_config, _mail, _smtp_send
 from tests.fakes.smtp_sink import SmtpSink

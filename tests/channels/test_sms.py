@@ -11,7 +11,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from channels.base import ChannelContext, OutboundMessage, RawRequest
 from channels.sms import SmsChannel, SmsSettings
-from gateway.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
+from store.errors import DeliveryFailed, SignatureInvalid, ValidationFailed
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import (
     ACCOUNT_SID,

@@ -12,7 +12,7 @@ import pytest
 
 from channels.base import ChannelContext, OutboundMessage
 from channels.sms import SmsChannel, SmsSettings
-from gateway.errors import DeliveryFailed
+from store.errors import DeliveryFailed
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, CUSTOMER, PUBLIC_URL, SMS_NUMBER
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from channels.webchat import ChatText, Hello, new_visitor_id, parse_frame, to_inbound
-from gateway.errors import ValidationFailed
+from store.errors import ValidationFailed
 
 
 def test_hello_and_message_frames_parse() -> None:

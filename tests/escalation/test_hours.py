@@ -69,7 +69,7 @@ def test_wall_clock_hours_hold_across_daylight_saving_changes() -> None:
 def test_bad_hours_are_refused_with_their_path(sqlite_url: str) -> None:
     raw = make_config(sqlite_url)
     raw["escalation"] = {"business_hours": {"weekly": {"mon": ["18:00-08:00"]}, "holidays": "XX"}}
-    from gateway.errors import ConfigError
+    from store.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         from_mapping(raw, env={})

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gateway.errors import ConfigError
 from gateway.settings import from_mapping
+from store.errors import ConfigError
 from store.models import Handoff
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import Gateway, make_config

@@ -8,7 +8,7 @@ import pytest
 
 from gateway import settings
 from gateway.cli import main
-from gateway.errors import ConfigError
+from store.errors import ConfigError
 from store.models import Outbox
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import CUSTOMER, Gateway, eventually, receive, sms_form, twilio_signature
@@ -106,6 +106,30 @@ def test_cross_references_are_checked() -> None:
     errors = _errors(raw)
     assert "channels.webchat.agent: no agent named 'nobody' (a)" in errors
     assert "agents[1].name: duplicate agent name 'a'" in errors
+
+
+def test_a_qualification_model_no_provider_can_start_is_an_error_at_its_path() -> None:
+    question = {"id": "q1", "kind": "question", "prompt": "Why?",
+                "criteria": [{"rubric": "Says why.", "reference": "Because."}]}  # fmt: skip
+    scenario = {"id": "chat", "kind": "scenario", "prompt": "Help Dana.", "opening": "Hi",
+                "persona": "Dana, a customer",
+                "customer": {"model": "x:y"},
+                "criteria": [{"rubric": "Helps.", "reference": "Helps."}]}  # fmt: skip
+    raw = {
+        "workspace": {"name": "x"},
+        "channels": {"webchat": {"agent": "a"}},
+        "agents": [{"name": "a"}],
+        "qualifications": [{"name": "basics", "grader": {"model": "nobody:x"},
+                            "requirements": [question, scenario]}],
+    }  # fmt: skip
+    errors = _errors(raw)
+    assert any(
+        e.startswith("qualifications[0].grader.model: unknown provider 'nobody'") for e in errors
+    )
+    assert any(
+        e.startswith("qualifications[0].requirements[1].customer.model: unknown provider 'x'")
+        for e in errors
+    )
 
 
 def test_cross_references_are_checked_in_the_same_run_as_field_errors() -> None:

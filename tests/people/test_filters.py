@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from gateway.errors import ValidationFailed
 from people.filters import compile_filter
+from store.errors import ValidationFailed
 from store.models import Member, utcnow
 from tests.helpers import Api, Gateway, add_member
 

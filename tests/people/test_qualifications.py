@@ -254,8 +254,8 @@ def test_bad_criteria_are_refused_when_loaded_and_say_where(
 
 
 def test_a_workspace_yaml_with_a_bad_qualification_names_each_path(sqlite_url: str) -> None:
-    from gateway.errors import ConfigError
     from gateway.settings import from_mapping
+    from store.errors import ConfigError
     from tests.helpers import make_config
 
     raw = make_config(sqlite_url)
