@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 
-from agents._similarity import SimilarityIndex
 from agents.base import EscalationRequest, TurnInput, TurnResult, WorkflowUpdate
 from agents.settings import AgentSettings
 from agents.workflows import AbilityCall, Engine, Progress
+from people.similarity import SimilarityIndex
 
 _PERSON = re.compile(
     r"\b(?:human|real person|live (?:person|agent|chat)|representative|operator|"

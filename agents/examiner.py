@@ -26,10 +26,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from agents._similarity import SimilarityIndex
-from people.grading import CriterionResult
 from people.qualifications import (
     Criterion,
+    CriterionResult,
+    FallbackGrader,
     LanguageModel,
     QualificationSettings,
     Requirement,
@@ -57,22 +57,6 @@ class Verdict(BaseModel):
     passed: bool = Field(description="Does the answer meet the rubric?")
     score: float = Field(ge=0, le=1, description="How well, from 0 to 1.")
     rationale: str = Field(description="Why, in a short paragraph.")
-
-
-class FallbackGrader:
-    """The deterministic grader used when no grading model is configured."""
-
-    async def grade(
-        self, criterion: Criterion, requirement: Requirement, facts: Mapping[str, Any]
-    ) -> CriterionResult:
-        best = SimilarityIndex([criterion.reference or ""]).best(str(facts["answer"]))
-        score = round(best[1], 3) if best else 0.0
-        passed = score >= criterion.pass_score
-        why = (
-            f"fallback grader (no grading model): similarity {score:.2f} to the reference "
-            f"answer, {'at or above' if passed else 'below'} the bar of {criterion.pass_score}"
-        )
-        return CriterionResult("ai-fallback", passed, score, why)  # fmt: skip
 
 
 def _rendered(facts: Mapping[str, Any]) -> str:

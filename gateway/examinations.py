@@ -27,7 +27,7 @@ from gateway.settings import Settings
 from gateway.supervisor import Supervisor
 from people import qualifications as q
 from people.cel import CelRunner
-from people.grading import grade_attempt
+from people.qualifications import grade_attempt
 from store.models import Member, QualificationProgress, QualificationSubmission, utcnow
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ from urllib.parse import urlencode
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agents._similarity import SimilarityIndex
 from agents.abilities import AbilityContext, AbilityResult
 from agents.abilities._http import AddressRefused, check_url, fetch
 from people.roles import Need
+from people.similarity import SimilarityIndex
 
 MAX_SNIPPET = 300
 

@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agents.examiner import FallbackGrader
 from gateway.settings import from_mapping
 from people import cel
-from people.grading import grade_attempt
 from people.qualifications import (
     QualificationError,
     QualificationSettings,
     candidate,
     customer_turn,
     enroll,
+    grade_attempt,
     history,
     member_turn,
     record,

@@ -14,8 +14,9 @@ attempt's *activation* -- and nothing else:
 - ``member``: the candidate's ``name``, ``role`` and ``labels`` (no contact details, no
   data fields, no one else's anything).
 
-A rubric criterion goes to a ``RubricGrader`` (``agents.examiner``: a LangChain model with
-structured output, or the deterministic fallback). A runaway, failing or non-boolean
+A rubric criterion goes to a ``Grader``: a LangChain model with structured output
+(``agents.examiner`` implements this Protocol; the app wires it), or, without a grading
+model, the deterministic ``FallbackGrader`` here. A runaway, failing or non-boolean
 formula, or a grader that fails, is an *error* on that criterion -- it does not pass --
 and never a crash. A requirement passes when all its criteria pass.
 """
@@ -25,12 +26,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from people import cel
-
-if TYPE_CHECKING:
-    from people.qualifications import Criterion, QualificationSettings, Requirement
+from people.qualifications.definitions import Criterion, QualificationSettings, Requirement
+from people.similarity import SimilarityIndex
 
 MAX_ERROR = 300
 
@@ -55,10 +55,31 @@ class Evaluator(Protocol):
     async def evaluate(self, expression: str, activation: Mapping[str, Any]) -> Any: ...
 
 
-class RubricGrader(Protocol):
+class Grader(Protocol):
+    """Grades one rubric criterion of a requirement over its activation (``facts``)."""
+
     async def grade(
         self, criterion: Criterion, requirement: Requirement, facts: Mapping[str, Any]
-    ) -> CriterionResult: ...
+    ) -> CriterionResult:
+        """The verdict; raising is the criterion's error (it does not pass)."""
+        ...
+
+
+class FallbackGrader:
+    """The deterministic grader used when no grading model is configured: similarity of
+    the answer to the reference answer, against the criterion's ``pass_score``."""
+
+    async def grade(
+        self, criterion: Criterion, requirement: Requirement, facts: Mapping[str, Any]
+    ) -> CriterionResult:
+        best = SimilarityIndex([criterion.reference or ""]).best(str(facts["answer"]))
+        score = round(best[1], 3) if best else 0.0
+        passed = score >= criterion.pass_score
+        why = (
+            f"fallback grader (no grading model): similarity {score:.2f} to the reference "
+            f"answer, {'at or above' if passed else 'below'} the bar of {criterion.pass_score}"
+        )
+        return CriterionResult("ai-fallback", passed, score, why)
 
 
 @dataclass(frozen=True)
@@ -108,7 +129,7 @@ def activation(requirement: Requirement, answer: Any, candidate: Candidate) -> d
 
 
 async def grade(
-    requirement: Requirement, facts: Mapping[str, Any], runner: Evaluator, grader: RubricGrader
+    requirement: Requirement, facts: Mapping[str, Any], runner: Evaluator, grader: Grader
 ) -> RequirementResult:
     """Every criterion of ``requirement`` over ``facts`` (its activation)."""
     results = []
@@ -127,7 +148,7 @@ async def grade(
 
 async def grade_attempt(
     qualification: QualificationSettings, answers: Mapping[str, Any], candidate: Candidate,
-    runner: Evaluator, grader: RubricGrader,
+    runner: Evaluator, grader: Grader,
 ) -> list[RequirementResult]:  # fmt: skip
     """Every requirement of ``qualification`` over the stored ``answers`` of one attempt."""
     results = []
