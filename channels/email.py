@@ -42,7 +42,6 @@ subjects from outside are cleaned of control characters first.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -53,12 +52,12 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import getaddresses, parseaddr
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import aiosmtplib
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from channels._smtp import SmtpListener
 from channels.base import (
     Attachment,
     ChannelContext,
@@ -201,8 +200,7 @@ class EmailChannel:
     def __init__(self, settings: EmailSettings, context: ChannelContext) -> None:
         self.settings = settings
         self._context = context
-        self._server: Any = None
-        self.port: int | None = None  # the SMTP listener's, once started
+        self._listener: SmtpListener | None = None
 
     # Inbound -------------------------------------------------------------------------
 
@@ -333,36 +331,30 @@ class EmailChannel:
     async def start(self) -> bool:
         """Start the SMTP listener, if configured, on the running loop."""
         listen = self.settings.smtp_listen
-        if listen is None or self._context.submit is None:
+        submit = self._context.submit
+        if listen is None or submit is None:
             return False
-        handler = _SmtpHandler(self)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: SMTP(
-                handler,
-                data_size_limit=listen.max_bytes,
-                enable_SMTPUTF8=True,
-                hostname="frontdesk",
+        self._listener = SmtpListener(
+            listen,
+            self.settings.inbox_of,
+            lambda raw, sender, recipients: self.parse_mime(
+                raw, sender, recipients, over_smtp=True
             ),
-            host=listen.host,
-            port=listen.port,
+            submit,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("email: SMTP listener on %s:%s", listen.host, self.port)
+        await self._listener.start()
         return True
 
+    @property
+    def port(self) -> int | None:
+        """The SMTP listener's port, once it listens."""
+        return None if self._listener is None else self._listener.port
+
     async def serve(self) -> None:
-        if (self._server is None or not self._server.is_serving()) and not await self.start():
+        if self._listener is None and not await self.start():
             return
-        assert self._server is not None  # start() bound it
-        task = asyncio.current_task()
-        try:
-            await self._server.serve_forever()
-        except asyncio.CancelledError:
-            if task is not None and task.cancelling():
-                raise
-            # The server was closed under us, not by our cancellation: listen again.
-            log.error("email: the SMTP listener stopped; it is started again")
+        assert self._listener is not None  # start() made it
+        await self._listener.serve()
 
     # Outbound ------------------------------------------------------------------------
 
@@ -418,55 +410,8 @@ class EmailChannel:
         return Delivery(provider_id=str(mail["Message-ID"]))
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-
-class _SmtpHandler:
-    """aiosmtpd's handler: accept mail for our inboxes; 250 only after it is stored."""
-
-    def __init__(self, channel: EmailChannel) -> None:
-        self._channel = channel
-
-    async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if "\x00" in address:
-            return "553 5.1.7 NUL characters are not accepted"
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 OK"
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if "\x00" in address:
-            return "553 5.1.3 NUL characters are not accepted"
-        if self._channel.settings.inbox_of(address) is None:
-            return "550 5.1.1 no such mailbox here"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or envelope.content
-        raw = content if isinstance(content, bytes) else str(content).encode()
-        return_path = envelope.mail_from if envelope.mail_from is not None else None
-        try:
-            message = self._channel.parse_mime(
-                raw, return_path, list(envelope.rcpt_tos), over_smtp=True
-            )
-        except ValidationFailed as exc:
-            return f"554 5.6.0 {clean(exc.message)[:200]}"
-        submit = self._channel._context.submit
-        if submit is None:
-            return "451 4.3.0 not accepting mail now"
-        try:
-            await submit(message)
-        except Exception:
-            log.exception("email: could not store a message; the sender will retry")
-            return "451 4.3.0 try again later"
-        return "250 OK: stored"
+        if self._listener is not None:
+            await self._listener.close()
 
 
 def _mime_of(request: RawRequest) -> bytes:

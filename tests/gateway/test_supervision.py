@@ -162,11 +162,13 @@ async def test_an_smtp_listener_closed_under_the_process_listens_again(
     async with Gateway.running(settings, twilio[0]) as gw:
         channel = gw.services.channels["email"]
         assert isinstance(channel, EmailChannel)
-        assert channel._server is not None
-        channel._server.close()  # fault injection: the listening socket goes away
+        assert channel._listener is not None
+        assert channel._listener._server is not None
+        channel._listener._server.close()  # fault injection: the listening socket goes away
 
         async def listening_again() -> bool:
-            server = channel._server
+            assert channel._listener is not None
+            server = channel._listener._server
             return server is not None and server.is_serving()
 
         await eventually(listening_again)
