@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from escalation.hours import HoursSettings
+from escalation.hours import BusinessHoursSettings
 from people.filters import compile_filter
 from people.roles import Need, Role, RoleBook, allows
 from store.errors import ValidationFailed, repeats
@@ -39,7 +39,7 @@ class OperatorGroup(BaseModel):
     workflows: list[str] = Field(default=[ALL], description="Workflows handled; '*': any.")
     inboxes: list[str] = Field(default=[ALL], description="Inbox addresses handled; '*': any.")
     capacity: int = Field(default=3, ge=1, le=100, description="Conversations per operator.")
-    hours: HoursSettings | None = Field(
+    hours: BusinessHoursSettings | None = Field(
         default=None, description="Business hours of its own (else the workspace's)."
     )
     offer_timeout_seconds: float = Field(

@@ -1,6 +1,6 @@
 """``escalation:`` as a whole: triggers, business hours (workspace, per inbox, per operator
-group), notification rules and live operators -- and ``Hours``, which picks the hours
-that apply to a conversation."""
+group), notification rules and live operators -- and ``BusinessHoursTable``, which picks
+the business hours that apply to a conversation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from escalation.hours import BusinessHours, HoursSettings, TriggerSettings
+from escalation.hours import BusinessHours, BusinessHoursSettings, TriggerSettings
 from escalation.notify import NotifyRule
 from escalation.operators import OperatorSettings, Routed
 from store.errors import repeats
@@ -26,10 +26,10 @@ class EscalationSettings(BaseModel):
         default_factory=list, description="Whom to tell of a new handoff (escalation.notify)."
     )
 
-    business_hours: HoursSettings | None = Field(
+    business_hours: BusinessHoursSettings | None = Field(
         default=None, description="None: no hours message is added to a handoff."
     )
-    inboxes: dict[str, HoursSettings] = Field(
+    inboxes: dict[str, BusinessHoursSettings] = Field(
         default_factory=dict, description="Per inbox address: hours of their own."
     )
     operators: OperatorSettings = Field(
@@ -52,8 +52,8 @@ class EscalationSettings(BaseModel):
         return {g.name: g.condition() for g in self.operators.groups}
 
 
-class Hours:
-    """The business hours that apply to a conversation: its inbox's own, else those of the
+class BusinessHoursTable:
+    """Which business hours apply to a conversation: its inbox's own, else those of the
     first operator group that handles it and has hours of its own, else the workspace's."""
 
     def __init__(self, settings: EscalationSettings, default_zone: str) -> None:

@@ -31,7 +31,7 @@ from channels.base import InboundMessage
 from escalation import handoffs
 from escalation.hours import TriggerSettings
 from escalation.presence import MemoryPresence, Presence
-from escalation.settings import Hours
+from escalation.settings import BusinessHoursTable
 from gateway import conversations, opt_outs
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
@@ -174,7 +174,7 @@ class Pipeline:
         self._settings = settings
         self._metrics = metrics
         self._on_outbox = on_outbox
-        hours = Hours(settings.escalation, settings.workspace.timezone)
+        hours = BusinessHoursTable(settings.escalation, settings.workspace.timezone)
         self._team = Teamwork(settings, hours, now, on_outbox)
         ttl = settings.escalation.operators.heartbeat_ttl_seconds
         self.live = Live(

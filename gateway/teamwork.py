@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agents.base import TurnResult
 from escalation.notify import Moment, NotifyRule, notify
 from escalation.operators import refusal
-from escalation.settings import Hours
+from escalation.settings import BusinessHoursTable
 from gateway import conversations
 from gateway.live import Refused
 from gateway.settings import Settings
@@ -48,7 +48,7 @@ class Teamwork:
     def __init__(
         self,
         settings: Settings,
-        hours: Hours,
+        hours: BusinessHoursTable,
         now: Callable[[], datetime],
         on_outbox: Callable[[], None],
     ) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from escalation.hours import BusinessHours, HoursSettings
+from escalation.hours import BusinessHours, BusinessHoursSettings
 from gateway.settings import from_mapping
 from tests.fakes.twilio_api import FakeTwilio
 from tests.helpers import SMS_NUMBER, Gateway, make_config
@@ -17,7 +17,7 @@ SPLIT = {d: ["08:00-12:00", "13:00-18:00"] for d in ("mon", "tue", "wed", "thu",
 
 
 def _hours(**settings: Any) -> BusinessHours:
-    return BusinessHours(HoursSettings(**{"weekly": SPLIT, **settings}), NY)
+    return BusinessHours(BusinessHoursSettings(**{"weekly": SPLIT, **settings}), NY)
 
 
 def _at(text: str) -> datetime:
@@ -53,7 +53,7 @@ def test_a_long_closure_names_the_date() -> None:
 
 
 def test_wall_clock_hours_hold_across_daylight_saving_changes() -> None:
-    night = BusinessHours(HoursSettings(weekly={"sun": ["01:00-04:00"]}), NY)
+    night = BusinessHours(BusinessHoursSettings(weekly={"sun": ["01:00-04:00"]}), NY)
     # 2026-03-08: clocks in New York jump from 02:00 EST to 03:00 EDT.
     assert night.is_open(_at("2026-03-08T01:30-05:00"))
     assert night.is_open(_at("2026-03-08T03:30-04:00"))
