@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.abilities import AbilityContext, AbilityResult
-from agents.workflows import parse_clock
+from agents.answer_types import parse_clock
 from people.roles import Need
 from people.schedules import WEEKDAYS, OpeningHours, Schedule, Weekday, spoken_clock
 from store import bookings
