@@ -119,7 +119,6 @@ class SlackChannel:
 
         bolt = AsyncApp(
             name="frontdesk",
-            signing_secret=self.settings.signing_secret.get_secret_value(),
             authorize=authorize,
             process_before_response=True,  # store, then acknowledge
             request_verification_enabled=False,  # done in handle(), over the bytes: see above
