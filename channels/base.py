@@ -245,8 +245,9 @@ class Channel(Protocol):
 
 @runtime_checkable
 class Conversational(Protocol):
-    """A channel whose provider waits on our answer (a call): it serves its own POST
-    ``paths`` and answers each request itself, storing through ``ChannelContext``."""
+    """A channel whose provider waits on our answer (a call's next step, a Slack command's
+    reply, Slack's 200 that must mean stored): it serves its own POST ``paths`` and answers
+    each request itself, storing through ``ChannelContext``."""
 
     paths: ClassVar[tuple[str, ...]]
 
@@ -275,15 +276,6 @@ class WebhookReply:
 
     body: str
     content_type: str = "text/plain"
-
-
-class Answered(Exception):
-    """Raised by ``parse`` for a request that is answered but stores nothing (a URL check,
-    an event the channel ignores)."""
-
-    def __init__(self, reply: WebhookReply) -> None:
-        super().__init__(reply.body)
-        self.reply = reply
 
 
 @runtime_checkable

@@ -12,7 +12,6 @@ from sqlalchemy import func, select, text, update
 
 import channels
 from channels.base import (
-    Answered,
     Conversational,
     SupportsStatusCallbacks,
     WebhookReceiver,
@@ -62,12 +61,9 @@ def _webhook(name: str) -> RouteHandler:
     async def handle(request: web.Request) -> web.Response:
         s = services(request)
         channel = _receiver(request, name)
-        try:
-            with _counting_rejections(s, name):
-                raw = await to_raw_request(request, s.settings.workspace.public_url)
-                message = await channel.parse(raw)
-        except Answered as answered:
-            return web.Response(text=answered.reply.body, content_type=answered.reply.content_type)
+        with _counting_rejections(s, name):
+            raw = await to_raw_request(request, s.settings.workspace.public_url)
+            message = await channel.parse(raw)
         await s.pipeline.accept(message)
         reply = channel.acknowledge(message)
         return web.Response(text=reply.body, content_type=reply.content_type)

@@ -3,6 +3,7 @@ customer by SMS exactly once (Slack retries included), refusals, and DMs to the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -10,12 +11,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestServer
 from slack_sdk.signature import SignatureVerifier
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from channels.base import ChannelContext, OutboundMessage
+from channels.slack import DM_INBOX, SlackChannel, SlackSettings
 from gateway.settings import from_mapping
 from store.models import Conversation, Handoff, Identity, Inbound, Outbox
 from tests.fakes.slack_api import FakeSlack
@@ -278,3 +282,90 @@ async def test_a_thread_reply_to_a_call_no_channel_can_deliver_is_refused_in_the
         f"the call, and no SMS channel has {OTHER_NUMBER} to text it from."
     )
     assert (handoff.operator_id, operator_outbox) == (None, 0)
+
+
+def _slack_config(database_url: str, twilio_base: str, slack_base: str) -> dict[str, Any]:
+    raw = make_config(database_url, twilio_base=twilio_base)
+    raw["channels"]["slack"] = {"bot_token": TOKEN, "signing_secret": SECRET,
+                                "handoff_channel": HANDOFF, "agent": "receptionist",
+                                "api_base_url": slack_base}  # fmt: skip
+    return raw
+
+
+async def test_events_nobody_listens_for_are_acknowledged_and_store_nothing(
+    team_gateway: Gateway,
+) -> None:
+    """Slack retries, and in the end disables, an events URL that answers errors: bolt's
+    404 for an event without a listener (a mention, a rate-limit notice) is not ours."""
+    gw = team_gateway
+    mention = _event("Ev30", channel="C0OTHER", user="U0CUST", text="<@U0APP> hello")
+    mention["event"]["type"] = "app_mention"
+    limited = {"type": "app_rate_limited", "team_id": "T0TEAM", "minute_rate_limited": 1}
+    for body in (mention, limited):
+        assert (await _deliver(gw, body)).status == 200
+    assert await gw.count(Inbound, Inbound.channel == "slack") == 0
+
+
+async def test_signed_requests_bolt_cannot_read_are_a_400_saying_why(team_gateway: Gateway) -> None:
+    gw = team_gateway
+    not_an_event = await _deliver(gw, {"type": "event_callback", "event_id": "Ev31",
+                                       "event": "message"})  # fmt: skip
+    data = json.dumps({"command": "/frontdesk", "text": "live", "user_id": "U0OLIVE"}).encode()
+    stamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": stamp,
+               "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(
+                   timestamp=stamp, body=data)}  # fmt: skip
+    json_command = await gw.client.post("/channels/slack/commands", data=data, headers=headers)
+    assert not_an_event.status == 400
+    assert (await not_an_event.json())["error"]["message"] == "event is not a JSON object"
+    assert json_command.status == 400
+    assert "a slash command's body is a form" in (await json_command.json())["error"]["message"]
+    assert await gw.count(Inbound, Inbound.channel == "slack") == 0
+
+
+async def test_an_event_the_store_refuses_is_not_acknowledged_and_its_retry_is_stored(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str], slack: tuple[FakeSlack, str]
+) -> None:
+    """The 200 means stored: a listener that could not store answers a 5xx (in our error
+    shape), so Slack sends the event again; the retry is stored and answered once."""
+    raw = _slack_config(sqlite_url, twilio[1], slack[1])
+    dm = _event("Ev40", channel="D0DM", channel_type="im", user="U0CUST",
+                text="What are your opening hours?")  # fmt: skip
+    async with Gateway.running(from_mapping(raw, env={}), twilio[0]) as gw:
+        full = "CREATE TRIGGER no_room BEFORE INSERT ON inbound BEGIN SELECT RAISE(ABORT, 'x'); END"
+        async with gw.services.engine.begin() as connection:  # the disk is full, say
+            await connection.execute(text(full))
+        refused = await _deliver(gw, dm)
+        refusal = await refused.json()
+        stored_then = await gw.count(Inbound)
+        async with gw.services.engine.begin() as connection:
+            await connection.execute(text("DROP TRIGGER no_room"))
+        retried = await _deliver(gw, dm, retry=1)
+        [answer] = await slack[0].wait(1)
+        await eventually(lambda: _settled(gw))
+        stored = await gw.count(Inbound, Inbound.external_id == "Ev40")
+    assert (refused.status, refusal["error"]["code"], stored_then) == (500, "internal", 0)
+    assert (retried.status, stored, answer.channel) == (200, 1, "D0DM")
+
+
+async def test_a_rate_limited_post_is_sent_once_after_its_retry_after(
+    slack: tuple[FakeSlack, str],
+) -> None:
+    fake, base = slack
+    fake.rate_limit_next = 1
+    settings = SlackSettings(bot_token=TOKEN, signing_secret=SECRET, handoff_channel=HANDOFF,
+                             agent="receptionist", api_base_url=base)  # fmt: skip
+    async with aiohttp.ClientSession() as http:
+
+        async def publish(topic: str, payload: object) -> None:
+            raise AssertionError("Slack never publishes")
+
+        channel = SlackChannel(settings, ChannelContext(None, "US", http, publish))  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delivery = await channel.send(OutboundMessage(channel="slack", inbox=DM_INBOX, to="D0DM",
+                                                      text="We are open.", key="k1"))  # fmt: skip
+        waited = loop.time() - started
+    assert (fake.rate_limited, [p.text for p in fake.posts]) == (1, ["We are open."])
+    assert delivery.provider_id == fake.posts[0].ts
+    assert waited >= 1.0  # the fake's Retry-After: 1

@@ -1,7 +1,8 @@
 """A fake Slack Web API on 127.0.0.1: ``chat.postMessage`` as Slack answers it.
 
 It checks the bot token, records every post (channel, text, thread_ts) with the ``ts`` it
-gave it, and can be told to answer the next requests with 429 and ``Retry-After``.
+gave it, and can be told to answer the next requests with 429 and ``Retry-After``
+(``rate_limit_next``; ``rate_limited`` counts the 429s it gave).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class FakeSlack:
     token: str
     posts: list[Post] = field(default_factory=list)
     rate_limit_next: int = 0
+    rate_limited: int = 0
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def app(self) -> web.Application:
@@ -39,6 +41,7 @@ class FakeSlack:
             return web.json_response({"ok": False, "error": "invalid_auth"})
         if self.rate_limit_next:
             self.rate_limit_next -= 1
+            self.rate_limited += 1
             return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
                                      headers={"Retry-After": "1"})  # fmt: skip
         body: dict[str, Any] = (
