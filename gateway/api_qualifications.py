@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from gateway.api import Call, Endpoint, Unprocessable, admin, iso, listing, page
-from gateway.settings import unstartable_models
+from gateway.cross_references import unstartable_models
 from people import qualifications as q
 from people.filters import compile_filter
 from people.roles import Need
