@@ -18,6 +18,7 @@ from multidict import CIMultiDictProxy, MultiDictProxy
 from pydantic import BaseModel, Field
 
 from store.errors import ValidationFailed
+from store.payloads import InboundKind
 from store.text import find_nul
 
 IdentityKind = Literal["phone", "email", "slack", "webchat"]
@@ -88,6 +89,7 @@ class InboundMessage:
     reply_context: Mapping[str, str] = field(default_factory=dict)  # comes back on replies
     answer: bool = True  # False: store it, never reply (automatic mail, say)
     verified: bool = True  # False: the sender may be forged; the turn gets contact rights
+    kind: InboundKind = InboundKind.MESSAGE  # a member's message, or a team member's reply
 
     def __post_init__(self) -> None:
         # The backstop behind each door's own check: no message holding a NUL is ever made.

@@ -16,6 +16,7 @@ from gateway.settings import Settings
 from store import outbox
 from store.engine import insert_rows
 from store.models import Conversation, Inbound, Member, Message, Outbox, utcnow
+from store.payloads import InboundExtras, OutboxPayload
 
 log = logging.getLogger(__name__)
 
@@ -263,13 +264,18 @@ async def say_as_operator(
         "conversation_id": conversation.id, "direction": "out", "author": "operator",
         "author_name": name, "text": text, "status": "pending", "created_at": now,
     }])  # fmt: skip
-    context = dict((last.payload or {}).get("reply_context") or {}) if via is None else {}
-    await outbox.enqueue_many(session, [Outbox(
-        key=key, message_id=message_id, channel=via or conversation.channel,
-        inbox=conversation.inbox, to_address=last.sender, status="pending", attempts=0,
-        next_attempt_at=now, created_at=now,
-        payload={"text": text, "author": "operator", "name": name, "context": context},
-    )])  # fmt: skip
+    context = InboundExtras.model_validate(last.payload or {}).reply_context if via is None else {}
+    reply = OutboxPayload(text=text, author="operator", name=name, context=context)
+    row = outbox.row(
+        key,
+        channel=via or conversation.channel,
+        inbox=conversation.inbox,
+        to=last.sender,
+        payload=reply,
+        message_id=message_id,
+        now=now,
+    )
+    await outbox.enqueue_many(session, [row])
     conversation.updated_at = now
     return message_id
 

@@ -24,6 +24,7 @@ from gateway.settings import Settings
 from people import members
 from store import consents, outbox
 from store.models import Inbound, Member, Outbox, utcnow
+from store.payloads import InboundExtras, OutboxPayload
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,13 @@ async def record(session: AsyncSession, settings: Settings, rows: Sequence[Inbou
 
 
 def _help(inbound: Inbound, text: str, now: datetime) -> Outbox:
-    return Outbox(
-        key=f"help:{inbound.id}", channel=inbound.channel, inbox=inbound.inbox,
-        to_address=inbound.sender, status="pending", attempts=0, next_attempt_at=now,
-        created_at=now,
-        payload={"text": text, "author": "system", "name": "", "kind": HELP_KIND,
-                 "context": dict((inbound.payload or {}).get("reply_context") or {})},
-    )  # fmt: skip
+    extras = InboundExtras.model_validate(inbound.payload or {})
+    answer = OutboxPayload(text=text, author="system", kind=HELP_KIND, context=extras.reply_context)
+    return outbox.row(
+        f"help:{inbound.id}",
+        channel=inbound.channel,
+        inbox=inbound.inbox,
+        to=inbound.sender,
+        payload=answer,
+        now=now,
+    )

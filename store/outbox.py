@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Literal
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.engine import insert
-from store.models import Message, Outbox, UtcDateTime, table_of
+from store.models import Message, Outbox, UtcDateTime, table_of, utcnow
+from store.payloads import OutboxPayload
 
 # Core tables for the hot statements: ORM-enabled UPDATEs cost several times more to build.
 _OUTBOX = table_of(Outbox)
@@ -37,9 +38,38 @@ class Due:
     channel: str
     inbox: str
     to_address: str
-    payload: dict[str, Any]
+    payload: OutboxPayload
     attempts: int
     unsure_since: datetime | None = None  # an earlier attempt may have gone out unrecorded
+
+
+def row(
+    key: str,
+    *,
+    channel: str,
+    inbox: str,
+    to: str,
+    payload: OutboxPayload,
+    message_id: int | None = None,
+    status: Literal["pending", "held"] = "pending",
+    now: datetime | None = None,
+) -> Outbox:
+    """A new delivery of ``payload`` from ``inbox`` to ``to``, due ``now``. ``key`` names it
+    (a re-run enqueues nothing); ``message_id`` is the conversation message it delivers;
+    ``held``: a reply its channel says inline (a call's TwiML), not sent from here."""
+    at = now or utcnow()
+    return Outbox(
+        key=key,
+        message_id=message_id,
+        channel=channel,
+        inbox=inbox,
+        to_address=to,
+        payload=payload.to_json(),
+        status=status,
+        attempts=0,
+        next_attempt_at=at,
+        created_at=at,
+    )
 
 
 async def enqueue(session: AsyncSession, row: Outbox) -> bool:
@@ -113,8 +143,21 @@ async def claim_due(
             t.unsure_since,
         )
     )
-    rows = (await session.execute(stmt)).all()
-    return sorted((Due(*row) for row in rows), key=lambda d: d.id)
+    claimed = [
+        Due(
+            id=r.id,
+            key=r.key,
+            message_id=r.message_id,
+            channel=r.channel,
+            inbox=r.inbox,
+            to_address=r.to_address,
+            payload=OutboxPayload.model_validate(r.payload),
+            attempts=r.attempts,
+            unsure_since=r.unsure_since,
+        )
+        for r in (await session.execute(stmt)).all()
+    ]
+    return sorted(claimed, key=lambda d: d.id)
 
 
 @dataclass(frozen=True)
