@@ -18,7 +18,7 @@ from multidict import CIMultiDictProxy, MultiDictProxy
 from pydantic import BaseModel, Field
 
 from store.errors import ValidationFailed
-from store.payloads import InboundKind
+from store.payloads import CallAction, InboundKind
 from store.text import find_nul
 
 IdentityKind = Literal["phone", "email", "slack", "webchat"]
@@ -217,12 +217,12 @@ class ChannelContext:
 class PickedUp:
     """The replies to a stored message, taken for saying in a webhook response.
 
-    ``actions`` are what the agent asked the call to do (``{"action": "transfer", "to":
-    ...}``, ``hangup``, ``dtmf``); ``voice`` and ``language`` are the answering agent's.
+    ``actions`` are what the agent asked the call to do (transfer, hang up, tones, hold,
+    voicemail); ``voice`` and ``language`` are the answering agent's.
     """
 
     texts: tuple[str, ...]
-    actions: tuple[Mapping[str, str], ...] = ()
+    actions: tuple[CallAction, ...] = ()
     voice: str = "Polly.Joanna"
     language: str = "en-US"
 

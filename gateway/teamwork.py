@@ -35,7 +35,7 @@ from store.models import (
     Outbox,
     utcnow,
 )
-from store.payloads import InboundExtras, OutboxPayload
+from store.payloads import InboundExtras, OutboxPayload, Voicemail
 
 LADDER_BATCH = 200
 LADDER_GRACE = 60.0  # seconds past a ladder's last step that it is still looked at
@@ -76,7 +76,7 @@ class Teamwork:
         if message:
             result = replace(result, replies=(*result.replies, message))
         if self._settings.channel(turn.channel).takes_voicemail():
-            result = replace(result, actions=(*result.actions, {"action": "voicemail"}))
+            result = replace(result, actions=(*result.actions, Voicemail()))
         return result
 
     async def post_handoff(

@@ -9,9 +9,9 @@ models read back the same; a key a model does not know is ignored.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class InboundKind(StrEnum):
@@ -75,6 +75,44 @@ class InboundExtras(_Payload):
         return data
 
 
+class Transfer(_Payload):
+    """Put the caller through to ``to`` (a phone number); the call leaves us."""
+
+    action: Literal["transfer"] = "transfer"
+    to: str
+
+
+class Hangup(_Payload):
+    """End the call."""
+
+    action: Literal["hangup"] = "hangup"
+
+
+class Dtmf(_Payload):
+    """Play touch tones (``0-9 * #``, ``w`` waits) into the call."""
+
+    action: Literal["dtmf"] = "dtmf"
+    digits: str
+
+
+class Hold(_Payload):
+    """Hold the caller (``music`` if there is any, else silence), then listen again."""
+
+    action: Literal["hold"] = "hold"
+    music: str | None = None
+
+
+class Voicemail(_Payload):
+    """Take a message: the caller is recorded, and the call ends."""
+
+    action: Literal["voicemail"] = "voicemail"
+
+
+# What an agent's turn asks a call to do, said after the turn's replies. Stored as the
+# dicts it always was (``{"action": "transfer", "to": ...}``); ``action`` tells them apart.
+CallAction = Annotated[Transfer | Hangup | Dtmf | Hold | Voicemail, Field(discriminator="action")]
+
+
 class OutboxPayload(_Payload):
     """``Outbox.payload``: what to send, and how the channel shows it."""
 
@@ -87,4 +125,4 @@ class OutboxPayload(_Payload):
     # until that one is posted, and fails with it.
     thread_of: str | None = None
     conversation: int | None = None  # a handoff's Slack post: the conversation it is about
-    actions: list[dict[str, str]] = []  # call controls, with the reply a voice call says
+    actions: list[CallAction] = []  # call controls, with the reply a voice call says

@@ -10,7 +10,16 @@ from sqlalchemy import update
 from store import outbox
 from store.engine import create_engine, session_factory
 from store.models import Outbox, utcnow
-from store.payloads import InboundExtras, InboundKind, OutboxPayload
+from store.payloads import (
+    Dtmf,
+    Hangup,
+    Hold,
+    InboundExtras,
+    InboundKind,
+    OutboxPayload,
+    Transfer,
+    Voicemail,
+)
 
 
 def test_a_team_reply_stored_before_its_kind_had_a_key_is_still_a_team_reply() -> None:
@@ -118,3 +127,19 @@ async def test_a_row_made_by_the_factory_is_claimed_with_its_typed_payload(
         assert (new.to_address, new.attempts, new.message_id) == ("+2", 1, None)
     finally:
         await engine.dispose()
+
+
+def test_call_actions_are_stored_as_the_dicts_they_always_were() -> None:
+    old = [
+        {"action": "transfer", "to": "+15550002"},
+        {"action": "hangup"},
+        {"action": "dtmf", "digits": "12#"},
+        {"action": "hold"},
+        {"action": "hold", "music": "https://x/hold.mp3"},
+        {"action": "voicemail"},
+    ]
+
+    payload = OutboxPayload.model_validate({"text": "", "actions": old})
+
+    assert [type(a) for a in payload.actions] == [Transfer, Hangup, Dtmf, Hold, Hold, Voicemail]
+    assert payload.to_json()["actions"] == old
