@@ -94,12 +94,18 @@ class InboundMessage:
     def __post_init__(self) -> None:
         # The backstop behind each door's own check: no message holding a NUL is ever made.
         refuse_nul(
-            {"text": self.text, "sender": self.sender, "inbox": self.inbox,
-             "external_id": self.external_id, "thread_key": self.thread_key or "",
-             "attachments": [a.url + a.content_type for a in self.attachments],
-             "raw": dict(self.raw), "reply_context": dict(self.reply_context)},
+            {
+                "text": self.text,
+                "sender": self.sender,
+                "inbox": self.inbox,
+                "external_id": self.external_id,
+                "thread_key": self.thread_key or "",
+                "attachments": [a.url + a.content_type for a in self.attachments],
+                "raw": dict(self.raw),
+                "reply_context": dict(self.reply_context),
+            },
             "message",
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)

@@ -188,8 +188,12 @@ async def notify(
             .limit(MAX_RECIPIENTS)
         )
         text = rule.message
-        for key, value in (("member", who), ("channel", conversation.channel),
-                           ("reason", handoff.reason), ("inbox", conversation.inbox)):  # fmt: skip
+        for key, value in (
+            ("member", who),
+            ("channel", conversation.channel),
+            ("reason", handoff.reason),
+            ("inbox", conversation.inbox),
+        ):
             text = text.replace("{" + key + "}", value)
         quiet = rule.is_quiet(moment.at, moment.zone)
         payload = OutboxPayload(
@@ -209,11 +213,18 @@ async def notify(
                         now=now,
                     )
                     await outbox.enqueue_many(session, [row])
-                decided.append(Notification(
-                    handoff_id=handoff.id, rule=rule.name, step=moment.step, member_id=member.id,
-                    channel=channel, status="sent" if address else "suppressed", reason=why,
-                    created_at=now,
-                ))  # fmt: skip
+                decided.append(
+                    Notification(
+                        handoff_id=handoff.id,
+                        rule=rule.name,
+                        step=moment.step,
+                        member_id=member.id,
+                        channel=channel,
+                        status="sent" if address else "suppressed",
+                        reason=why,
+                        created_at=now,
+                    )
+                )
     if decided:
         table = table_of(Notification)
         columns = [c.key for c in table.columns if c.key != "id"]

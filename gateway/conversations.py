@@ -260,10 +260,21 @@ async def say_as_operator(
     message -- on the conversation's own channel, or on ``via`` from the same inbox (an SMS
     from the number a caller called). The message id."""
     now = utcnow()
-    [message_id] = await insert_rows(session, Message, [{
-        "conversation_id": conversation.id, "direction": "out", "author": "operator",
-        "author_name": name, "text": text, "status": "pending", "created_at": now,
-    }])  # fmt: skip
+    [message_id] = await insert_rows(
+        session,
+        Message,
+        [
+            {
+                "conversation_id": conversation.id,
+                "direction": "out",
+                "author": "operator",
+                "author_name": name,
+                "text": text,
+                "status": "pending",
+                "created_at": now,
+            }
+        ],
+    )
     context = InboundExtras.model_validate(last.payload or {}).reply_context if via is None else {}
     reply = OutboxPayload(text=text, author="operator", name=name, context=context)
     row = outbox.row(
@@ -309,13 +320,16 @@ async def over_reply_cap(
         if cap is None:
             continue
         sent = await session.execute(
-            select(func.count()).select_from(Outbox).where(
-                Outbox.channel == i.channel, Outbox.to_address == i.sender,
-                Outbox.created_at >= since, Outbox.key.like("reply:%:0"),
+            select(func.count())
+            .select_from(Outbox)
+            .where(
+                Outbox.channel == i.channel,
+                Outbox.to_address == i.sender,
+                Outbox.created_at >= since,
+                Outbox.key.like("reply:%:0"),
             )
-        )  # fmt: skip
+        )
         if int(sent.scalar_one()) >= cap:
-            log.warning("%s: %s had %s replies this hour; not answering", i.channel,
-                        i.sender, cap)  # fmt: skip
+            log.warning("%s: %s had %s replies this hour; not answering", i.channel, i.sender, cap)
             capped.add(i.id)
     return capped

@@ -147,8 +147,10 @@ class Deliverer:
             if consent is None or due.payload.kind == HELP_KIND:
                 kept.append(due)
             else:
-                why = (f"suppressed: {due.to_address} opted out with '{consent.text.strip()}' "
-                       f"at {consent.created_at.isoformat(timespec='seconds')}")  # fmt: skip
+                why = (
+                    f"suppressed: {due.to_address} opted out with '{consent.text.strip()}' "
+                    f"at {consent.created_at.isoformat(timespec='seconds')}"
+                )
                 log.info("delivery %s %s", due.key, why)
                 await outbox.mark_failed(session, due, why)
                 self._metrics.failures.labels("delivery_suppressed").inc()
@@ -175,8 +177,9 @@ class Deliverer:
                 async with self._sessions() as session:
                     thread = await outbox.state_of(session, thread_of)
             except Exception as exc:  # the store is away: like any transient failure
-                return _Failure(due, DeliveryFailed(f"could not read its thread: {exc!r}",
-                                                    retryable=True))  # fmt: skip
+                return _Failure(
+                    due, DeliveryFailed(f"could not read its thread: {exc!r}", retryable=True)
+                )
             if thread is None or thread[0] == "failed":
                 why = "its thread was never posted"
                 return _Failure(due, DeliveryFailed(why, retryable=False))
@@ -228,8 +231,11 @@ class Deliverer:
         mine = [d for d in found if d.provider_id and d.provider_id not in known]
         if not mine:
             return None
-        log.warning("delivery %s had gone out unrecorded (%s): recorded, not sent again",
-                    due.key, mine[-1].provider_id)  # fmt: skip
+        log.warning(
+            "delivery %s had gone out unrecorded (%s): recorded, not sent again",
+            due.key,
+            mine[-1].provider_id,
+        )
         self._metrics.failures.labels("delivery_recovered").inc()
         return outbox.Sent(due, mine[-1].provider_id, mine[-1].status)
 

@@ -55,9 +55,15 @@ async def record(session: AsyncSession, settings: Settings, rows: Sequence[Inbou
         if member is not None:
             member.notify_sms = opted_in
         await consents.record(
-            session, member_id=member_id, channel=inbound.channel, address=inbound.sender,
-            opted_in=opted_in, text=inbound.text, inbound_id=inbound.id, at=now,
-        )  # fmt: skip
+            session,
+            member_id=member_id,
+            channel=inbound.channel,
+            address=inbound.sender,
+            opted_in=opted_in,
+            text=inbound.text,
+            inbound_id=inbound.id,
+            at=now,
+        )
         log.info("%s opted %s on %s", inbound.sender, "in" if opted_in else "out", inbound.channel)
     return replied
 

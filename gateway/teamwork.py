@@ -115,9 +115,10 @@ class Teamwork:
         if slack is None:
             return
         user = await session.scalar(
-            select(Identity.address).where(Identity.member_id == member_id,
-                                           Identity.kind == "slack")
-        )  # fmt: skip
+            select(Identity.address).where(
+                Identity.member_id == member_id, Identity.kind == "slack"
+            )
+        )
         thread = f"handoff:{handoff_id}:slack"
         state = await outbox.state_of(session, thread)
         if user is None or state is None or state[0] == "failed":
@@ -156,9 +157,14 @@ class Teamwork:
             await self._decide(session, rules, handoff, conversation, who, 0)
 
     async def _decide(
-        self, session: AsyncSession, rules: list[NotifyRule], handoff: Handoff,
-        conversation: Conversation, who: str, step: int,
-    ) -> None:  # fmt: skip
+        self,
+        session: AsyncSession,
+        rules: list[NotifyRule],
+        handoff: Handoff,
+        conversation: Conversation,
+        who: str,
+        step: int,
+    ) -> None:
         if not rules:
             return
         senders = {
@@ -183,20 +189,36 @@ class Teamwork:
         now = self._now()
         longest = max(step.after_seconds for rule in rules for step in rule.ladder)
         async with sessions.begin() as session:
-            waiting = list((await session.execute(
-                select(Handoff, Conversation)
-                .join(Conversation, Conversation.id == Handoff.conversation_id)
-                .where(Handoff.status == "open", Handoff.taken_at.is_(None),
-                       Handoff.notified_at >= now - timedelta(seconds=longest + LADDER_GRACE))
-                .order_by(Handoff.id).limit(LADDER_BATCH)
-            )).all())  # fmt: skip
+            waiting = list(
+                (
+                    await session.execute(
+                        select(Handoff, Conversation)
+                        .join(Conversation, Conversation.id == Handoff.conversation_id)
+                        .where(
+                            Handoff.status == "open",
+                            Handoff.taken_at.is_(None),
+                            Handoff.notified_at >= now - timedelta(seconds=longest + LADDER_GRACE),
+                        )
+                        .order_by(Handoff.id)
+                        .limit(LADDER_BATCH)
+                    )
+                ).all()
+            )
             if not waiting:
                 return
-            done = {tuple(row) for row in (await session.execute(
-                select(Notification.handoff_id, Notification.rule, Notification.step)
-                .where(Notification.handoff_id.in_([h.id for h, _ in waiting]),
-                       Notification.step > 0).distinct()
-            )).all()}  # fmt: skip
+            done = {
+                tuple(row)
+                for row in (
+                    await session.execute(
+                        select(Notification.handoff_id, Notification.rule, Notification.step)
+                        .where(
+                            Notification.handoff_id.in_([h.id for h, _ in waiting]),
+                            Notification.step > 0,
+                        )
+                        .distinct()
+                    )
+                ).all()
+            }
             for handoff, conversation in waiting:
                 first = handoff.notified_at or now
                 for rule in rules:
@@ -255,10 +277,19 @@ class Teamwork:
         now = utcnow()
         for inbound in rows:
             thread = InboundExtras.model_validate(inbound.payload or {}).thread_key or ""
-            post = (await session.execute(
-                select(Outbox).where(Outbox.channel == "slack", Outbox.provider_id == thread,
-                                     Outbox.key.like("handoff:%"))
-            )).scalars().first()  # fmt: skip
+            post = (
+                (
+                    await session.execute(
+                        select(Outbox).where(
+                            Outbox.channel == "slack",
+                            Outbox.provider_id == thread,
+                            Outbox.key.like("handoff:%"),
+                        )
+                    )
+                )
+                .scalars()
+                .first()
+            )
             about = None if post is None else OutboxPayload.model_validate(post.payload)
             conversation = (
                 await session.get(Conversation, about.conversation)

@@ -120,8 +120,10 @@ async def claim_due(
         .with_for_update(skip_locked=True)
     )
     # SET reads the row as it was: a lease still there is an attempt never recorded.
-    unsure = case((t.lease_until.is_not(None), func.coalesce(t.unsure_since, t.attempted_at)),
-                  else_=t.unsure_since)  # fmt: skip
+    unsure = case(
+        (t.lease_until.is_not(None), func.coalesce(t.unsure_since, t.attempted_at)),
+        else_=t.unsure_since,
+    )
     stmt = (
         update(_OUTBOX)
         .where(t.id.in_(due.scalar_subquery()), t.status == "pending", claimable)
@@ -176,10 +178,16 @@ async def mark_sent(session: AsyncSession, sent: Sequence[Sent], now: datetime) 
     await session.execute(
         update(_OUTBOX)
         .where(_OUTBOX.c.id == bindparam("oid"))
-        .values(status="sent", sent_at=now, lease_until=None, last_error=None,
-                unsure_since=None, provider_id=bindparam("pid")),
+        .values(
+            status="sent",
+            sent_at=now,
+            lease_until=None,
+            last_error=None,
+            unsure_since=None,
+            provider_id=bindparam("pid"),
+        ),
         [{"oid": s.due.id, "pid": s.provider_id} for s in sent],
-    )  # fmt: skip
+    )
     messages = [s for s in sent if s.due.message_id is not None]
     if messages:
         table = table_of(Message)  # Core, not ORM: an executemany UPDATE keyed by bind params
@@ -223,9 +231,8 @@ async def wait(session: AsyncSession, due: Due, at: datetime, why: str) -> None:
     await session.execute(
         update(Outbox)
         .where(Outbox.id == due.id)
-        .values(next_attempt_at=at, lease_until=None, last_error=why,
-                attempts=Outbox.attempts - 1)
-    )  # fmt: skip
+        .values(next_attempt_at=at, lease_until=None, last_error=why, attempts=Outbox.attempts - 1)
+    )
 
 
 async def mark_failed(session: AsyncSession, due: Due, error: str) -> None:
