@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +29,7 @@ from store.payloads import InboundExtras, OutboxPayload
 
 log = logging.getLogger(__name__)
 
-HELP_KIND = "help"  # an outbox payload's ``kind``: answered even to a number that opted out
+HELP_KIND: Final = "help"  # an outbox payload's ``kind``: answered even to a number that opted out
 
 
 def keyworded(settings: Settings, rows: Sequence[Inbound]) -> list[Inbound]:
