@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from people.roles import Role
+from store.payloads import CallAction
 
 if TYPE_CHECKING:
     from agents.workflows import WorkflowState
@@ -78,4 +79,4 @@ class TurnResult:
     workflow: WorkflowUpdate | None = None  # None: unchanged
     collected: dict[str, Any] = field(default_factory=dict)
     field_types: dict[str, str] = field(default_factory=dict)
-    actions: tuple[dict[str, str], ...] = ()  # call controls for a voice channel
+    actions: tuple[CallAction, ...] = ()  # call controls for a voice channel

@@ -32,6 +32,7 @@ from agents.base import EscalationRequest, TurnInput, TurnResult, WorkflowUpdate
 from agents.settings import AgentSettings
 from agents.workflows import Engine, Progress, WorkflowState, fill
 from store.errors import ConfigError
+from store.payloads import CallAction
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class _Turn:
     field_types: dict[str, str] = field(default_factory=dict)
     escalation: EscalationRequest | None = None
     said: list[str] = field(default_factory=list)  # workflow texts the member must see
-    actions: list[dict[str, str]] = field(default_factory=list)
+    actions: list[CallAction] = field(default_factory=list)
 
     def absorb(self, progress: Progress) -> None:
         self.state, self.workflow_changed = progress.state, True

@@ -39,6 +39,7 @@ from agents.answer_types import FieldType, typed
 from agents.base import EscalationRequest
 from people import cel
 from store.errors import ValidationFailed
+from store.payloads import CallAction
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ class Progress:
     collected: dict[str, Any] = field(default_factory=dict)  # answers accepted this turn
     field_types: dict[str, str] = field(default_factory=dict)
     escalation: EscalationRequest | None = None
-    actions: list[dict[str, str]] = field(default_factory=list)
+    actions: list[CallAction] = field(default_factory=list)
 
 
 AbilityCall = Callable[[str, dict[str, str]], Awaitable[AbilityResult]]

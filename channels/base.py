@@ -18,6 +18,7 @@ from multidict import CIMultiDictProxy, MultiDictProxy
 from pydantic import BaseModel, Field
 
 from store.errors import ValidationFailed
+from store.payloads import CallAction, InboundKind
 from store.text import find_nul
 
 IdentityKind = Literal["phone", "email", "slack", "webchat"]
@@ -88,16 +89,23 @@ class InboundMessage:
     reply_context: Mapping[str, str] = field(default_factory=dict)  # comes back on replies
     answer: bool = True  # False: store it, never reply (automatic mail, say)
     verified: bool = True  # False: the sender may be forged; the turn gets contact rights
+    kind: InboundKind = InboundKind.MESSAGE  # a member's message, or a team member's reply
 
     def __post_init__(self) -> None:
         # The backstop behind each door's own check: no message holding a NUL is ever made.
         refuse_nul(
-            {"text": self.text, "sender": self.sender, "inbox": self.inbox,
-             "external_id": self.external_id, "thread_key": self.thread_key or "",
-             "attachments": [a.url + a.content_type for a in self.attachments],
-             "raw": dict(self.raw), "reply_context": dict(self.reply_context)},
+            {
+                "text": self.text,
+                "sender": self.sender,
+                "inbox": self.inbox,
+                "external_id": self.external_id,
+                "thread_key": self.thread_key or "",
+                "attachments": [a.url + a.content_type for a in self.attachments],
+                "raw": dict(self.raw),
+                "reply_context": dict(self.reply_context),
+            },
             "message",
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -215,12 +223,12 @@ class ChannelContext:
 class PickedUp:
     """The replies to a stored message, taken for saying in a webhook response.
 
-    ``actions`` are what the agent asked the call to do (``{"action": "transfer", "to":
-    ...}``, ``hangup``, ``dtmf``); ``voice`` and ``language`` are the answering agent's.
+    ``actions`` are what the agent asked the call to do (transfer, hang up, tones, hold,
+    voicemail); ``voice`` and ``language`` are the answering agent's.
     """
 
     texts: tuple[str, ...]
-    actions: tuple[Mapping[str, str], ...] = ()
+    actions: tuple[CallAction, ...] = ()
     voice: str = "Polly.Joanna"
     language: str = "en-US"
 

@@ -71,6 +71,7 @@ from store.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from store.payloads import InboundKind
 
 DM_INBOX = "dm"
 EVENTS = "/channels/slack/events"
@@ -212,7 +213,7 @@ class SlackChannel:
             return InboundMessage(
                 channel=self.name, inbox=channel, sender_kind="slack", sender=user.upper(),
                 text=text, external_id=event_id, received_at=received, thread_key=str(thread),
-                raw={**raw, "kind": "team_reply"}, answer=False,
+                raw=raw, answer=False, kind=InboundKind.TEAM_REPLY,
             )  # fmt: skip
         if event.get("channel_type") == "im":
             return InboundMessage(

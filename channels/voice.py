@@ -57,6 +57,7 @@ from channels.base import (
 from channels.sms import E164, rest_client
 from people.identities import to_e164
 from store.errors import DeliveryFailed, ValidationFailed
+from store.payloads import CallAction, Dtmf, Hangup, Hold, Transfer, Voicemail
 
 BASE = "/channels/twilio/voice"
 HOLD_LOOPS = 3  # hold music plays this many times, then the call listens again
@@ -222,15 +223,13 @@ class VoiceChannel:
     def _render(self, picked: PickedUp, turn: int) -> VoiceResponse:
         response = VoiceResponse()
         say = {"voice": picked.voice, "language": picked.language}
-        ends = False
-        for action in picked.actions:
-            ends = ends or action.get("action") in ("transfer", "hangup", "voicemail")
+        ends = any(isinstance(a, Transfer | Hangup | Voicemail) for a in picked.actions)
         texts = list(picked.texts)
         if ends:
             for text in texts:
                 response.say(text, **say)
             for action in picked.actions:
-                if action.get("action") == "voicemail":
+                if isinstance(action, Voicemail):
                     self._record(response, say)
                 else:
                     _control(response, action)
@@ -319,18 +318,17 @@ class VoiceChannel:
         return None
 
 
-def _control(response: VoiceResponse, action: Mapping[str, str]) -> None:
-    kind = action.get("action")
-    if kind == "transfer" and action.get("to"):
-        response.dial(action["to"])
-    elif kind == "hangup":
-        response.hangup()
-    elif kind == "dtmf" and action.get("digits"):
-        response.play(digits=action["digits"])
-    elif kind == "hold":
-        if action.get("music"):
-            response.play(action["music"], loop=HOLD_LOOPS)
-        else:
+def _control(response: VoiceResponse, action: CallAction) -> None:
+    match action:
+        case Transfer(to=to) if to:
+            response.dial(to)
+        case Hangup():
+            response.hangup()
+        case Dtmf(digits=digits) if digits:
+            response.play(digits=digits)
+        case Hold(music=music) if music:
+            response.play(music, loop=HOLD_LOOPS)
+        case Hold():
             response.pause(length=30)
 
 

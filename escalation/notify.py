@@ -36,7 +36,8 @@ from people.filters import compile_filter
 from store import outbox
 from store.engine import insert
 from store.errors import ValidationFailed
-from store.models import Conversation, Handoff, Member, Notification, Outbox, table_of, utcnow
+from store.models import Conversation, Handoff, Member, Notification, table_of, utcnow
+from store.payloads import OutboxPayload
 
 NotifyChannel = Literal["sms", "email", "voice"]
 MAX_RECIPIENTS = 200
@@ -187,27 +188,43 @@ async def notify(
             .limit(MAX_RECIPIENTS)
         )
         text = rule.message
-        for key, value in (("member", who), ("channel", conversation.channel),
-                           ("reason", handoff.reason), ("inbox", conversation.inbox)):  # fmt: skip
+        for key, value in (
+            ("member", who),
+            ("channel", conversation.channel),
+            ("reason", handoff.reason),
+            ("inbox", conversation.inbox),
+        ):
             text = text.replace("{" + key + "}", value)
         quiet = rule.is_quiet(moment.at, moment.zone)
+        payload = OutboxPayload(
+            text=text, author="system", name="frontdesk", context={"handoff": str(handoff.id)}
+        )
         for member in found.scalars():
             for channel in channels:
                 address, why = (None, "quiet hours") if quiet else _decide(member, channel, senders)
                 if address is not None:
-                    await outbox.enqueue_many(session, [Outbox(
-                        key=f"notify:{handoff.id}:{rule.name}:{moment.step}:{member.id}:{channel}",
-                        message_id=None, channel=channel, inbox=senders[channel],
-                        to_address=address, status="pending", attempts=0, next_attempt_at=now,
-                        created_at=now, payload={"text": text, "author": "system",
-                                                 "name": "frontdesk",
-                                                 "context": {"handoff": str(handoff.id)}},
-                    )])  # fmt: skip
-                decided.append(Notification(
-                    handoff_id=handoff.id, rule=rule.name, step=moment.step, member_id=member.id,
-                    channel=channel, status="sent" if address else "suppressed", reason=why,
-                    created_at=now,
-                ))  # fmt: skip
+                    key = f"notify:{handoff.id}:{rule.name}:{moment.step}:{member.id}:{channel}"
+                    row = outbox.row(
+                        key,
+                        channel=channel,
+                        inbox=senders[channel],
+                        to=address,
+                        payload=payload,
+                        now=now,
+                    )
+                    await outbox.enqueue_many(session, [row])
+                decided.append(
+                    Notification(
+                        handoff_id=handoff.id,
+                        rule=rule.name,
+                        step=moment.step,
+                        member_id=member.id,
+                        channel=channel,
+                        status="sent" if address else "suppressed",
+                        reason=why,
+                        created_at=now,
+                    )
+                )
     if decided:
         table = table_of(Notification)
         columns = [c.key for c in table.columns if c.key != "id"]

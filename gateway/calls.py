@@ -12,6 +12,7 @@ from channels.base import PickedUp
 from gateway.settings import Settings
 from people import members
 from store.models import Conversation, Handoff, Inbound, Message, Outbox, table_of, utcnow
+from store.payloads import OutboxPayload
 
 PICKUP_POLL_SECONDS = 0.05
 
@@ -65,16 +66,17 @@ class Calls:
             .returning(outbox.c.id, outbox.c.key, outbox.c.payload, outbox.c.message_id)
         )
         rows = sorted(taken, key=lambda r: r.id)
+        replies = [OutboxPayload.model_validate(r.payload) for r in rows]
         message_ids = [r.message_id for r in rows if r.message_id is not None]
         if message_ids:
             await session.execute(
                 update(Message).where(Message.id.in_(message_ids)).values(status="sent")
             )
-        agent = next((str(r.payload.get("name")) for r in rows), "")
+        agent = next((r.name for r in replies), "")
         voice = next((a.voice for a in self._settings.agents if a.name == agent), None)
         return PickedUp(
-            texts=tuple(str(r.payload.get("text", "")) for r in rows if r.payload.get("text")),
-            actions=tuple(a for r in rows for a in r.payload.get("actions") or ()),
+            texts=tuple(r.text for r in replies if r.text),
+            actions=tuple(a for r in replies for a in r.actions),
             **({"voice": voice.voice, "language": voice.language} if voice else {}),
         )
 

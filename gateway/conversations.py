@@ -16,6 +16,7 @@ from gateway.settings import Settings
 from store import outbox
 from store.engine import insert_rows
 from store.models import Conversation, Inbound, Member, Message, Outbox, utcnow
+from store.payloads import InboundExtras, OutboxPayload
 
 log = logging.getLogger(__name__)
 
@@ -259,17 +260,33 @@ async def say_as_operator(
     message -- on the conversation's own channel, or on ``via`` from the same inbox (an SMS
     from the number a caller called). The message id."""
     now = utcnow()
-    [message_id] = await insert_rows(session, Message, [{
-        "conversation_id": conversation.id, "direction": "out", "author": "operator",
-        "author_name": name, "text": text, "status": "pending", "created_at": now,
-    }])  # fmt: skip
-    context = dict((last.payload or {}).get("reply_context") or {}) if via is None else {}
-    await outbox.enqueue_many(session, [Outbox(
-        key=key, message_id=message_id, channel=via or conversation.channel,
-        inbox=conversation.inbox, to_address=last.sender, status="pending", attempts=0,
-        next_attempt_at=now, created_at=now,
-        payload={"text": text, "author": "operator", "name": name, "context": context},
-    )])  # fmt: skip
+    [message_id] = await insert_rows(
+        session,
+        Message,
+        [
+            {
+                "conversation_id": conversation.id,
+                "direction": "out",
+                "author": "operator",
+                "author_name": name,
+                "text": text,
+                "status": "pending",
+                "created_at": now,
+            }
+        ],
+    )
+    context = InboundExtras.model_validate(last.payload or {}).reply_context if via is None else {}
+    reply = OutboxPayload(text=text, author="operator", name=name, context=context)
+    row = outbox.row(
+        key,
+        channel=via or conversation.channel,
+        inbox=conversation.inbox,
+        to=last.sender,
+        payload=reply,
+        message_id=message_id,
+        now=now,
+    )
+    await outbox.enqueue_many(session, [row])
     conversation.updated_at = now
     return message_id
 
@@ -303,13 +320,16 @@ async def over_reply_cap(
         if cap is None:
             continue
         sent = await session.execute(
-            select(func.count()).select_from(Outbox).where(
-                Outbox.channel == i.channel, Outbox.to_address == i.sender,
-                Outbox.created_at >= since, Outbox.key.like("reply:%:0"),
+            select(func.count())
+            .select_from(Outbox)
+            .where(
+                Outbox.channel == i.channel,
+                Outbox.to_address == i.sender,
+                Outbox.created_at >= since,
+                Outbox.key.like("reply:%:0"),
             )
-        )  # fmt: skip
+        )
         if int(sent.scalar_one()) >= cap:
-            log.warning("%s: %s had %s replies this hour; not answering", i.channel,
-                        i.sender, cap)  # fmt: skip
+            log.warning("%s: %s had %s replies this hour; not answering", i.channel, i.sender, cap)
             capped.add(i.id)
     return capped

@@ -144,11 +144,13 @@ class Deliverer:
         for due in claimed:
             consent = out.get((due.channel, due.to_address))
             # Carriers answer HELP whatever the number's choice: so do we.
-            if consent is None or due.payload.get("kind") == HELP_KIND:
+            if consent is None or due.payload.kind == HELP_KIND:
                 kept.append(due)
             else:
-                why = (f"suppressed: {due.to_address} opted out with '{consent.text.strip()}' "
-                       f"at {consent.created_at.isoformat(timespec='seconds')}")  # fmt: skip
+                why = (
+                    f"suppressed: {due.to_address} opted out with '{consent.text.strip()}' "
+                    f"at {consent.created_at.isoformat(timespec='seconds')}"
+                )
                 log.info("delivery %s %s", due.key, why)
                 await outbox.mark_failed(session, due, why)
                 self._metrics.failures.labels("delivery_suppressed").inc()
@@ -166,17 +168,18 @@ class Deliverer:
             self._slots.release()
 
     async def _deliver(self, due: outbox.Due) -> outbox.Sent | _Failure | _Waiting:
-        context = {str(k): str(v) for k, v in (due.payload.get("context") or {}).items()}
-        thread_of = due.payload.get("thread_of")
+        context = dict(due.payload.context)
+        thread_of = due.payload.thread_of
         if thread_of and "thread_ts" not in context:
             # A reply in the thread another row opens: it waits until that one is posted,
             # and fails with it.
             try:
                 async with self._sessions() as session:
-                    thread = await outbox.state_of(session, str(thread_of))
+                    thread = await outbox.state_of(session, thread_of)
             except Exception as exc:  # the store is away: like any transient failure
-                return _Failure(due, DeliveryFailed(f"could not read its thread: {exc!r}",
-                                                    retryable=True))  # fmt: skip
+                return _Failure(
+                    due, DeliveryFailed(f"could not read its thread: {exc!r}", retryable=True)
+                )
             if thread is None or thread[0] == "failed":
                 why = "its thread was never posted"
                 return _Failure(due, DeliveryFailed(why, retryable=False))
@@ -187,11 +190,11 @@ class Deliverer:
             channel=due.channel,
             inbox=due.inbox,
             to=due.to_address,
-            text=str(due.payload.get("text", "")),
+            text=due.payload.text,
             key=due.key,
             message_id=str(due.message_id or ""),
-            author=str(due.payload.get("author", "agent")),
-            author_name=str(due.payload.get("name", "")),
+            author=due.payload.author,
+            author_name=due.payload.name,
             context=context,
         )
         channel = self._channels.get(due.channel)
@@ -228,8 +231,11 @@ class Deliverer:
         mine = [d for d in found if d.provider_id and d.provider_id not in known]
         if not mine:
             return None
-        log.warning("delivery %s had gone out unrecorded (%s): recorded, not sent again",
-                    due.key, mine[-1].provider_id)  # fmt: skip
+        log.warning(
+            "delivery %s had gone out unrecorded (%s): recorded, not sent again",
+            due.key,
+            mine[-1].provider_id,
+        )
         self._metrics.failures.labels("delivery_recovered").inc()
         return outbox.Sent(due, mine[-1].provider_id, mine[-1].status)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,10 +25,11 @@ from gateway.settings import Settings
 from people import members
 from store import consents, outbox
 from store.models import Inbound, Member, Outbox, utcnow
+from store.payloads import InboundExtras, OutboxPayload
 
 log = logging.getLogger(__name__)
 
-HELP_KIND = "help"  # an outbox payload's ``kind``: answered even to a number that opted out
+HELP_KIND: Final = "help"  # an outbox payload's ``kind``: answered even to a number that opted out
 
 
 def keyworded(settings: Settings, rows: Sequence[Inbound]) -> list[Inbound]:
@@ -54,18 +56,27 @@ async def record(session: AsyncSession, settings: Settings, rows: Sequence[Inbou
         if member is not None:
             member.notify_sms = opted_in
         await consents.record(
-            session, member_id=member_id, channel=inbound.channel, address=inbound.sender,
-            opted_in=opted_in, text=inbound.text, inbound_id=inbound.id, at=now,
-        )  # fmt: skip
+            session,
+            member_id=member_id,
+            channel=inbound.channel,
+            address=inbound.sender,
+            opted_in=opted_in,
+            text=inbound.text,
+            inbound_id=inbound.id,
+            at=now,
+        )
         log.info("%s opted %s on %s", inbound.sender, "in" if opted_in else "out", inbound.channel)
     return replied
 
 
 def _help(inbound: Inbound, text: str, now: datetime) -> Outbox:
-    return Outbox(
-        key=f"help:{inbound.id}", channel=inbound.channel, inbox=inbound.inbox,
-        to_address=inbound.sender, status="pending", attempts=0, next_attempt_at=now,
-        created_at=now,
-        payload={"text": text, "author": "system", "name": "", "kind": HELP_KIND,
-                 "context": dict((inbound.payload or {}).get("reply_context") or {})},
-    )  # fmt: skip
+    extras = InboundExtras.model_validate(inbound.payload or {})
+    answer = OutboxPayload(text=text, author="system", kind=HELP_KIND, context=extras.reply_context)
+    return outbox.row(
+        f"help:{inbound.id}",
+        channel=inbound.channel,
+        inbox=inbound.inbox,
+        to=inbound.sender,
+        payload=answer,
+        now=now,
+    )

@@ -50,10 +50,10 @@ from store.models import (
     Inbound,
     Member,
     Message,
-    Outbox,
     table_of,
     utcnow,
 )
+from store.payloads import InboundExtras, InboundKind, OutboxPayload, StoredAttachment
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +213,18 @@ class Pipeline:
                 "sender": m.sender,
                 "queue_key": queue_key(m),
                 "text": m.text,
-                "payload": {
-                    "raw": dict(m.raw),
-                    "attachments": [vars(a) for a in m.attachments],
-                    "thread_key": m.thread_key,
-                    "reply_context": dict(m.reply_context),
-                    "answer": m.answer,
-                    "verified": m.verified,
-                },
+                "payload": InboundExtras(
+                    kind=m.kind,
+                    raw=dict(m.raw),
+                    attachments=[
+                        StoredAttachment(url=a.url, content_type=a.content_type)
+                        for a in m.attachments
+                    ],
+                    thread_key=m.thread_key,
+                    reply_context=dict(m.reply_context),
+                    answer=m.answer,
+                    verified=m.verified,
+                ).to_json(),
                 "status": "pending",
                 "attempts": 0,
                 "received_at": m.received_at,
@@ -264,11 +268,8 @@ class Pipeline:
         await self.defer_to_accepts()
         async with self._sessions.begin() as session:
             oldest = await _oldest_pending(session, keys)
-            team = [
-                i
-                for i in oldest
-                if ((i.payload or {}).get("raw") or {}).get("kind") == "team_reply"
-            ]
+            kinds = {i.id: InboundExtras.model_validate(i.payload or {}).kind for i in oldest}
+            team = [i for i in oldest if kinds[i.id] == InboundKind.TEAM_REPLY]
             if team:
                 await self._team.team_replies(session, team)
                 oldest = [i for i in oldest if i not in team]
@@ -304,6 +305,7 @@ class Pipeline:
         capped = await conversations.over_reply_cap(session, self._settings, batch)
         turns = []
         for i in batch:
+            extras = InboundExtras.model_validate(i.payload or {})
             conversation = opened[keys[i.id]]
             member = facts[keys[i.id][0]]
             turns.append(
@@ -317,8 +319,8 @@ class Pipeline:
                     to=i.sender,
                     agent=conversation.agent or agent_of[i.id],
                     status=conversation.status,
-                    answer=bool((i.payload or {}).get("answer", True)) and i.id not in capped,
-                    reply_context=dict((i.payload or {}).get("reply_context") or {}),
+                    answer=extras.answer and i.id not in capped,
+                    reply_context=dict(extras.reply_context),
                     input=TurnInput(
                         text=i.text,
                         channel=i.channel,
@@ -329,9 +331,7 @@ class Pipeline:
                         workflow=WorkflowState.from_json((conversation.data or {}).get("workflow")),
                         # A sender that may be forged (unauthenticated mail) gets what
                         # any contact gets: nothing beyond itself.
-                        role=book.get(member.role)
-                        if (i.payload or {}).get("verified", True)
-                        else book.get("contact"),
+                        role=book.get(member.role) if extras.verified else book.get("contact"),
                     ),
                 )
             )
@@ -443,23 +443,21 @@ class Pipeline:
         await outbox.enqueue_many(
             session,
             [
-                Outbox(
-                    key=f"reply:{turn.inbound_id}:{index}",
-                    message_id=message_id,
+                outbox.row(
+                    f"reply:{turn.inbound_id}:{index}",
                     channel=turn.channel,
                     inbox=turn.inbox,
-                    to_address=turn.to,
-                    payload={
-                        "text": text,
-                        "author": "agent",
-                        "name": turn.agent,
-                        "context": turn.reply_context,
-                        "actions": list(actions),
-                    },
+                    to=turn.to,
+                    payload=OutboxPayload(
+                        text=text,
+                        author="agent",
+                        name=turn.agent,
+                        context=turn.reply_context,
+                        actions=list(actions),
+                    ),
+                    message_id=message_id,
                     status="held" if inline[turn.channel] else "pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
+                    now=now,
                 )
                 for (turn, index, text, actions), message_id in zip(replies, ids, strict=True)
             ],

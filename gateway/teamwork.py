@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +35,7 @@ from store.models import (
     Outbox,
     utcnow,
 )
+from store.payloads import InboundExtras, OutboxPayload, Voicemail
 
 LADDER_BATCH = 200
 LADDER_GRACE = 60.0  # seconds past a ladder's last step that it is still looked at
@@ -75,7 +76,7 @@ class Teamwork:
         if message:
             result = replace(result, replies=(*result.replies, message))
         if self._settings.channel(turn.channel).takes_voicemail():
-            result = replace(result, actions=(*result.actions, {"action": "voicemail"}))
+            result = replace(result, actions=(*result.actions, Voicemail()))
         return result
 
     async def post_handoff(
@@ -94,13 +95,17 @@ class Teamwork:
             + "\n".join(said)
             + "\nReply in this thread to answer them; start with note: to keep it internal."
         )
-        now = utcnow()
-        await outbox.enqueue_many(session, [Outbox(
-            key=f"handoff:{handoff.id}:slack", message_id=None, channel="slack", inbox=channel,
-            to_address=channel, status="pending", attempts=0, next_attempt_at=now, created_at=now,
-            payload={"text": text, "author": "system", "name": "frontdesk",
-                     "context": {"channel": channel}, "conversation": turn.conversation_id},
-        )])  # fmt: skip
+        post = OutboxPayload(
+            text=text,
+            author="system",
+            name="frontdesk",
+            context={"channel": channel},
+            conversation=turn.conversation_id,
+        )
+        key = f"handoff:{handoff.id}:slack"
+        await outbox.enqueue_many(
+            session, [outbox.row(key, channel="slack", inbox=channel, to=channel, payload=post)]
+        )
 
     async def offered(self, session: AsyncSession, handoff_id: int, member_id: int) -> None:
         """Routing offered the handoff to ``member_id``: with Slack, they are mentioned in
@@ -110,23 +115,25 @@ class Teamwork:
         if slack is None:
             return
         user = await session.scalar(
-            select(Identity.address).where(Identity.member_id == member_id,
-                                           Identity.kind == "slack")
-        )  # fmt: skip
+            select(Identity.address).where(
+                Identity.member_id == member_id, Identity.kind == "slack"
+            )
+        )
         thread = f"handoff:{handoff_id}:slack"
         state = await outbox.state_of(session, thread)
         if user is None or state is None or state[0] == "failed":
             return  # no Slack identity, or no thread to mention them in
-        channel, now = str(getattr(slack, "handoff_channel", "")), utcnow()
-        text = (f"<@{user}> this conversation is offered to you: reply in this thread to "
-                "take it, or take it in the console.")  # fmt: skip
-        await outbox.enqueue(session, Outbox(  # once per operator and handoff, however often
-            key=f"offer:{handoff_id}:{member_id}", message_id=None,
-            channel="slack", inbox=channel, to_address=channel, status="pending", attempts=0,
-            next_attempt_at=now, created_at=now,
-            payload={"text": text, "context": {"channel": channel},
-                     "thread_of": thread},
-        ))  # fmt: skip
+        channel = str(getattr(slack, "handoff_channel", ""))
+        offer = OutboxPayload(
+            text=f"<@{user}> this conversation is offered to you: reply in this thread to "
+            "take it, or take it in the console.",
+            context={"channel": channel},
+            thread_of=thread,
+        )
+        key = f"offer:{handoff_id}:{member_id}"  # once per operator and handoff, however often
+        await outbox.enqueue(
+            session, outbox.row(key, channel="slack", inbox=channel, to=channel, payload=offer)
+        )
 
     async def notify(
         self,
@@ -150,9 +157,14 @@ class Teamwork:
             await self._decide(session, rules, handoff, conversation, who, 0)
 
     async def _decide(
-        self, session: AsyncSession, rules: list[NotifyRule], handoff: Handoff,
-        conversation: Conversation, who: str, step: int,
-    ) -> None:  # fmt: skip
+        self,
+        session: AsyncSession,
+        rules: list[NotifyRule],
+        handoff: Handoff,
+        conversation: Conversation,
+        who: str,
+        step: int,
+    ) -> None:
         if not rules:
             return
         senders = {
@@ -177,20 +189,36 @@ class Teamwork:
         now = self._now()
         longest = max(step.after_seconds for rule in rules for step in rule.ladder)
         async with sessions.begin() as session:
-            waiting = list((await session.execute(
-                select(Handoff, Conversation)
-                .join(Conversation, Conversation.id == Handoff.conversation_id)
-                .where(Handoff.status == "open", Handoff.taken_at.is_(None),
-                       Handoff.notified_at >= now - timedelta(seconds=longest + LADDER_GRACE))
-                .order_by(Handoff.id).limit(LADDER_BATCH)
-            )).all())  # fmt: skip
+            waiting = list(
+                (
+                    await session.execute(
+                        select(Handoff, Conversation)
+                        .join(Conversation, Conversation.id == Handoff.conversation_id)
+                        .where(
+                            Handoff.status == "open",
+                            Handoff.taken_at.is_(None),
+                            Handoff.notified_at >= now - timedelta(seconds=longest + LADDER_GRACE),
+                        )
+                        .order_by(Handoff.id)
+                        .limit(LADDER_BATCH)
+                    )
+                ).all()
+            )
             if not waiting:
                 return
-            done = {tuple(row) for row in (await session.execute(
-                select(Notification.handoff_id, Notification.rule, Notification.step)
-                .where(Notification.handoff_id.in_([h.id for h, _ in waiting]),
-                       Notification.step > 0).distinct()
-            )).all()}  # fmt: skip
+            done = {
+                tuple(row)
+                for row in (
+                    await session.execute(
+                        select(Notification.handoff_id, Notification.rule, Notification.step)
+                        .where(
+                            Notification.handoff_id.in_([h.id for h, _ in waiting]),
+                            Notification.step > 0,
+                        )
+                        .distinct()
+                    )
+                ).all()
+            }
             for handoff, conversation in waiting:
                 first = handoff.notified_at or now
                 for rule in rules:
@@ -225,14 +253,22 @@ class Teamwork:
         channel = str(getattr(slack, "handoff_channel", ""))
         now = utcnow()
         rows = [
-            Outbox(key=f"mirror:{t.inbound_id}:slack", message_id=None, channel="slack",
-                   inbox=channel, to_address=channel, status="pending", attempts=0,
-                   next_attempt_at=now, created_at=now,
-                   payload={"text": f"{t.input.member_name or 'member'}: {t.input.text}",
-                            **_in_thread(channel, key_of[t.conversation_id], threads)})
+            outbox.row(
+                f"mirror:{t.inbound_id}:slack",
+                channel="slack",
+                inbox=channel,
+                to=channel,
+                payload=_in_thread(
+                    f"{t.input.member_name or 'member'}: {t.input.text}",
+                    channel,
+                    key_of[t.conversation_id],
+                    threads,
+                ),
+                now=now,
+            )
             for t in turns
             if t.channel != "slack" and key_of.get(t.conversation_id) in opened
-        ]  # fmt: skip
+        ]
         await outbox.enqueue_many(session, rows)
 
     async def team_replies(self, session: AsyncSession, rows: Sequence[Inbound]) -> None:
@@ -240,16 +276,26 @@ class Teamwork:
         book = await load_book(session, self._settings.roles)
         now = utcnow()
         for inbound in rows:
-            raw = (inbound.payload or {}).get("raw") or {}
-            thread = str(raw.get("thread_ts") or "")
-            post = (await session.execute(
-                select(Outbox).where(Outbox.channel == "slack", Outbox.provider_id == thread,
-                                     Outbox.key.like("handoff:%"))
-            )).scalars().first()  # fmt: skip
+            thread = InboundExtras.model_validate(inbound.payload or {}).thread_key or ""
+            post = (
+                (
+                    await session.execute(
+                        select(Outbox).where(
+                            Outbox.channel == "slack",
+                            Outbox.provider_id == thread,
+                            Outbox.key.like("handoff:%"),
+                        )
+                    )
+                )
+                .scalars()
+                .first()
+            )
+            about = None if post is None else OutboxPayload.model_validate(post.payload)
             conversation = (
-                await session.get(Conversation, int(post.payload.get("conversation", 0)))
-                if post is not None else None
-            )  # fmt: skip
+                await session.get(Conversation, about.conversation)
+                if about is not None and about.conversation is not None
+                else None
+            )
             member = await members.by_identity(session, "slack", inbound.sender)
             why = None
             if conversation is None:
@@ -283,17 +329,19 @@ class Teamwork:
         return result.reason if isinstance(result, Refused) else None
 
     def _thread_note(self, inbound: Inbound, thread: str, why: str | None, now: datetime) -> Outbox:
-        return Outbox(
-            key=f"team:{inbound.id}", message_id=None, channel="slack", inbox=inbound.inbox,
-            to_address=inbound.inbox, status="pending", attempts=0, next_attempt_at=now,
-            created_at=now, payload={"text": f"Not sent to the customer: {why}.",
-                                     "context": {"channel": inbound.inbox, "thread_ts": thread}},
-        )  # fmt: skip
+        note = OutboxPayload(
+            text=f"Not sent to the customer: {why}.",
+            context={"channel": inbound.inbox, "thread_ts": thread},
+        )
+        key = f"team:{inbound.id}"
+        return outbox.row(
+            key, channel="slack", inbox=inbound.inbox, to=inbound.inbox, payload=note, now=now
+        )
 
 
-def _in_thread(channel: str, key: str, threads: dict[str, str]) -> dict[str, Any]:
-    """Where a message for the thread the outbox row ``key`` opened goes: that thread, or,
-    if it is not posted yet, wherever it will be (the deliverer waits for it)."""
+def _in_thread(text: str, channel: str, key: str, threads: dict[str, str]) -> OutboxPayload:
+    """``text`` for the thread the outbox row ``key`` opened: in that thread, or, if it is
+    not posted yet, wherever it will be (the deliverer waits for it)."""
     if key in threads:
-        return {"context": {"channel": channel, "thread_ts": threads[key]}}
-    return {"context": {"channel": channel}, "thread_of": key}
+        return OutboxPayload(text=text, context={"channel": channel, "thread_ts": threads[key]})
+    return OutboxPayload(text=text, context={"channel": channel}, thread_of=key)

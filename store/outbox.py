@@ -15,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Literal
 
+from pydantic import ValidationError
 from sqlalchemy import and_, bindparam, case, func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.engine import insert
-from store.models import Message, Outbox, UtcDateTime, table_of
+from store.models import Message, Outbox, UtcDateTime, table_of, utcnow
+from store.payloads import OutboxPayload
 
 # Core tables for the hot statements: ORM-enabled UPDATEs cost several times more to build.
 _OUTBOX = table_of(Outbox)
@@ -37,9 +39,38 @@ class Due:
     channel: str
     inbox: str
     to_address: str
-    payload: dict[str, Any]
+    payload: OutboxPayload
     attempts: int
     unsure_since: datetime | None = None  # an earlier attempt may have gone out unrecorded
+
+
+def row(
+    key: str,
+    *,
+    channel: str,
+    inbox: str,
+    to: str,
+    payload: OutboxPayload,
+    message_id: int | None = None,
+    status: Literal["pending", "held"] = "pending",
+    now: datetime | None = None,
+) -> Outbox:
+    """A new delivery of ``payload`` from ``inbox`` to ``to``, due ``now``. ``key`` names it
+    (a re-run enqueues nothing); ``message_id`` is the conversation message it delivers;
+    ``held``: a reply its channel says inline (a call's TwiML), not sent from here."""
+    at = now or utcnow()
+    return Outbox(
+        key=key,
+        message_id=message_id,
+        channel=channel,
+        inbox=inbox,
+        to_address=to,
+        payload=payload.to_json(),
+        status=status,
+        attempts=0,
+        next_attempt_at=at,
+        created_at=at,
+    )
 
 
 async def enqueue(session: AsyncSession, row: Outbox) -> bool:
@@ -90,8 +121,10 @@ async def claim_due(
         .with_for_update(skip_locked=True)
     )
     # SET reads the row as it was: a lease still there is an attempt never recorded.
-    unsure = case((t.lease_until.is_not(None), func.coalesce(t.unsure_since, t.attempted_at)),
-                  else_=t.unsure_since)  # fmt: skip
+    unsure = case(
+        (t.lease_until.is_not(None), func.coalesce(t.unsure_since, t.attempted_at)),
+        else_=t.unsure_since,
+    )
     stmt = (
         update(_OUTBOX)
         .where(t.id.in_(due.scalar_subquery()), t.status == "pending", claimable)
@@ -113,8 +146,33 @@ async def claim_due(
             t.unsure_since,
         )
     )
-    rows = (await session.execute(stmt)).all()
-    return sorted((Due(*row) for row in rows), key=lambda d: d.id)
+    claimed = []
+    for r in (await session.execute(stmt)).all():
+        try:
+            payload = OutboxPayload.model_validate(r.payload)
+        except ValidationError as exc:
+            # One unreadable row fails alone, saying why; it never holds up the others.
+            error = f"unreadable payload: {exc.errors()[0]['msg']}"[:500]
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.id == r.id)
+                .values(status="failed", lease_until=None, last_error=error)
+            )
+            continue
+        claimed.append(
+            Due(
+                id=r.id,
+                key=r.key,
+                message_id=r.message_id,
+                channel=r.channel,
+                inbox=r.inbox,
+                to_address=r.to_address,
+                payload=payload,
+                attempts=r.attempts,
+                unsure_since=r.unsure_since,
+            )
+        )
+    return sorted(claimed, key=lambda d: d.id)
 
 
 @dataclass(frozen=True)
@@ -133,10 +191,16 @@ async def mark_sent(session: AsyncSession, sent: Sequence[Sent], now: datetime) 
     await session.execute(
         update(_OUTBOX)
         .where(_OUTBOX.c.id == bindparam("oid"))
-        .values(status="sent", sent_at=now, lease_until=None, last_error=None,
-                unsure_since=None, provider_id=bindparam("pid")),
+        .values(
+            status="sent",
+            sent_at=now,
+            lease_until=None,
+            last_error=None,
+            unsure_since=None,
+            provider_id=bindparam("pid"),
+        ),
         [{"oid": s.due.id, "pid": s.provider_id} for s in sent],
-    )  # fmt: skip
+    )
     messages = [s for s in sent if s.due.message_id is not None]
     if messages:
         table = table_of(Message)  # Core, not ORM: an executemany UPDATE keyed by bind params
@@ -180,9 +244,8 @@ async def wait(session: AsyncSession, due: Due, at: datetime, why: str) -> None:
     await session.execute(
         update(Outbox)
         .where(Outbox.id == due.id)
-        .values(next_attempt_at=at, lease_until=None, last_error=why,
-                attempts=Outbox.attempts - 1)
-    )  # fmt: skip
+        .values(next_attempt_at=at, lease_until=None, last_error=why, attempts=Outbox.attempts - 1)
+    )
 
 
 async def mark_failed(session: AsyncSession, due: Due, error: str) -> None:

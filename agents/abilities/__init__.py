@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agents.base import EscalationRequest, MemberFacts
 from people.roles import Need, Role, allows
 from store.errors import own_errors
+from store.payloads import CallAction
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class AbilityResult:
     text: str
     escalation: EscalationRequest | None = None
     refused: bool = False
-    actions: tuple[dict[str, str], ...] = ()  # for the channel (phone controls)
+    actions: tuple[CallAction, ...] = ()  # for the channel (phone controls)
 
 
 class Ability(Protocol):

@@ -17,6 +17,7 @@ from agents.abilities import AbilityContext, AbilityResult
 from people.identities import to_e164
 from people.roles import Need
 from store.errors import ValidationFailed
+from store.payloads import Dtmf, Hangup, Hold, Transfer
 
 _DIGITS = re.compile(r"^[0-9*#wW]{1,32}$")
 
@@ -59,26 +60,18 @@ class PhoneControls:
             return AbilityResult("Phone controls only work on a phone call.", refused=True)
         settings = Settings.model_validate(context.abilities.get(self.name, {}))
         if args.action == "hangup":
-            return AbilityResult("Goodbye.", actions=({"action": "hangup"},))
+            return AbilityResult("Goodbye.", actions=(Hangup(),))
         if args.action == "hold":
-            hold = {
-                "action": "hold",
-                **({"music": settings.hold_music} if settings.hold_music else {}),
-            }
-            return AbilityResult("Please hold.", actions=(hold,))
+            return AbilityResult("Please hold.", actions=(Hold(music=settings.hold_music or None),))
         if args.action == "dtmf":
             if not args.digits or not _DIGITS.match(args.digits):
                 return AbilityResult("DTMF digits are 0-9, * and # (w waits).", refused=True)
-            return AbilityResult(
-                "Sending the tones.", actions=({"action": "dtmf", "digits": args.digits},)
-            )
+            return AbilityResult("Sending the tones.", actions=(Dtmf(digits=args.digits),))
         number = _destination(settings, args.to or "")
         if number is None:
             names = ", ".join(settings.destinations) or "none"
             return AbilityResult(f"I can only transfer to: {names}.", refused=True)
-        return AbilityResult(
-            "Transferring you now.", actions=({"action": "transfer", "to": number},)
-        )
+        return AbilityResult("Transferring you now.", actions=(Transfer(to=number),))
 
 
 def _destination(settings: Settings, wanted: str) -> str | None:

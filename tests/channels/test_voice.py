@@ -393,3 +393,34 @@ async def test_a_reply_to_a_call_with_no_sms_on_its_number_is_refused_and_nothin
     assert (operator_messages, outbox_after) == (0, outbox_before)
     assert (after.status, handoff.operator_id) == (before.status, handoff_before.operator_id)
     assert fake.sent == []
+
+
+async def test_the_agent_holds_the_caller_and_plays_tones_then_listens_again(
+    sqlite_url: str, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base = twilio
+    raw = make_config(sqlite_url, twilio_base=base)
+    raw["channels"]["voice"] = {"numbers": [SMS_NUMBER], "agent": "receptionist"}
+    raw["agents"][0]["abilities"] = {"phone_controls": {"hold_music": "https://x/hold.mp3"}}
+    settings = from_mapping(raw, env={})
+    model = Scripted(
+        responses=[
+            _call("phone_controls", "c1", action="hold"),
+            _call("phone_controls", "c2", action="dtmf", digits="12#"),
+            AIMessage(content="One moment."),
+        ]
+    )
+    runtime = runtime_for(settings, chat_models={"receptionist": model})
+    try:
+        async with Gateway.running(settings, fake, runtime=runtime) as gw:
+            response = await _post(
+                gw, "/channels/twilio/voice/turn", _form(SpeechResult="Hold on please"), n=1
+            )
+            root = _twiml(await response.text())
+    finally:
+        await runtime.close()
+    plays = [(p.text, p.get("digits"), p.get("loop")) for p in root.iter("Play")]
+    assert plays == [("https://x/hold.mp3", None, "3"), (None, "12#", None)]
+    assert _said(root) == ["One moment."]
+    assert root.find("Gather") is not None  # listens again
+    assert root.find("Hangup") is None

@@ -8,19 +8,11 @@ from datetime import timedelta
 from store import outbox
 from store.engine import create_engine, session_factory
 from store.models import Outbox, utcnow
+from store.payloads import OutboxPayload
 
 
 def _row(key: str) -> Outbox:
-    return Outbox(
-        key=key,
-        channel="sms",
-        inbox="+1",
-        to_address="+2",
-        payload={"text": key},
-        status="pending",
-        attempts=0,
-        next_attempt_at=utcnow(),
-    )
+    return outbox.row(key, channel="sms", inbox="+1", to="+2", payload=OutboxPayload(text=key))
 
 
 async def test_rows_are_leased_once_and_reclaimed_after_the_lease(database_url: str) -> None:
