@@ -12,10 +12,7 @@ AM"), computed, never hard-coded.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from people.schedules import OpeningHours, Schedule
 
@@ -40,35 +37,3 @@ class BusinessHours(OpeningHours):
         if self.is_open(at):
             return self.settings.open_message
         return self.settings.closed_message.replace("{back}", self.back(at))
-
-
-class TriggerSettings(BaseModel):
-    """``escalation.triggers``: hand over on words, or when the agent keeps not helping."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    keywords: list[str] = Field(
-        default_factory=list,
-        description="Regular expressions (case-insensitive); a member message matching one "
-        "opens a handoff.",
-    )
-    turns_without_progress: int | None = Field(
-        default=None, ge=1, le=50,
-        description="Hand over after this many agent answers in a row that did not help.",
-    )  # fmt: skip
-
-    @field_validator("keywords")
-    @classmethod
-    def _patterns(cls, keywords: list[str]) -> list[str]:
-        for i, pattern in enumerate(keywords):
-            if len(pattern) > 200:
-                raise ValueError(f"[{i}]: longer than 200 characters")
-            try:
-                re.compile(pattern, re.IGNORECASE)
-            except re.error as exc:
-                raise ValueError(f"[{i}]: not a regular expression ({exc})") from None
-        return keywords
-
-    def matching(self, text: str) -> str | None:
-        """The first keyword pattern ``text`` matches."""
-        return next((p for p in self.keywords if re.search(p, text, re.IGNORECASE)), None)

@@ -9,9 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from escalation.hours import BusinessHours, BusinessHoursSettings, TriggerSettings
+from escalation.hours import BusinessHours, BusinessHoursSettings
 from escalation.notify import NotifyRule
 from escalation.operators import OperatorSettings, Routed
+from escalation.triggers import TriggerSettings
 from store.errors import repeats
 
 

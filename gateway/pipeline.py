@@ -25,13 +25,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agents.base import EscalationRequest, MemberFacts, TurnInput, TurnResult
+from agents.base import MemberFacts, TurnInput, TurnResult
 from agents.workflows import WorkflowState
 from channels.base import InboundMessage
 from escalation import handoffs
-from escalation.hours import TriggerSettings
 from escalation.presence import MemoryPresence, Presence
 from escalation.settings import BusinessHoursTable
+from escalation.triggers import TriggerSettings, count_unhelped, keyword_escalation
 from gateway import conversations, opt_outs
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
@@ -124,13 +124,11 @@ async def _apply_effects(
     if conversation is None:
         return None
     if stalled is not None and result.escalation is None:
-        # Answers that did not help, in a row (the embedded model says so in meta).
         data = dict(conversation.data or {})
-        data["unhelped"] = int(data.get("unhelped", 0)) + 1 if result.meta.get("unanswered") else 0
+        escalation = count_unhelped(triggers, data, bool(result.meta.get("unanswered")))
         conversation.data = data
-        if data["unhelped"] >= stalled:
-            reason = f"{data['unhelped']} answers in a row did not help"
-            result = replace(result, escalation=EscalationRequest(reason, "no_progress"))
+        if escalation is not None:
+            result = replace(result, escalation=escalation)
     if result.workflow is not None:
         state = result.workflow.state
         data = {k: v for k, v in (conversation.data or {}).items() if k != "workflow"}
@@ -370,10 +368,9 @@ class Pipeline:
             triggers = self._settings.escalation.triggers
             for turn, result in finished:
                 if result is not None and result.escalation is None and turn.answer:
-                    matched = triggers.matching(turn.input.text)
-                    if matched is not None:
-                        reason = f"the message matched '{matched}'"
-                        result = replace(result, escalation=EscalationRequest(reason, "keyword"))
+                    escalation = keyword_escalation(triggers, turn.input.text)
+                    if escalation is not None:
+                        result = replace(result, escalation=escalation)
                 handoff = await _apply_effects(session, turn, result, triggers) if result else None
                 if result is not None and handoff is not None:
                     result = await self._team.handed_off(session, turn, result, handoff)
