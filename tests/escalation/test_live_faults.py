@@ -187,7 +187,7 @@ async def test_an_agent_reply_racing_an_operator_taking_the_conversation_is_drop
                 return await gw.count(Inbound, Inbound.status == "done") == 2
 
             await eventually(finished)
-            await asyncio.sleep(0.3)  # time for a wrongly queued reply to be sent
+            await eventually(gw.settled)  # a wrongly queued reply would have been sent
             said = await gw.all(select(Message.text).where(Message.author == "agent"))
     finally:
         await runtime.close()
