@@ -77,14 +77,13 @@ class Calls:
         its replies, in every process. Only channels that reply inline have waiters."""
         if not self._settings.channel(channel).replies_inline():
             return
+        self._wake([inbound_id])  # here at once, whatever becomes of the publish
         if self._publish is None:
-            self._wake([inbound_id])
             return
         try:
             await self._publish(TOPIC, {"inbound": [inbound_id]})
-        except Exception as exc:  # the waiters read the store again when their time is up
+        except Exception as exc:  # other processes' waiters read the store at their deadline
             log.warning("could not publish a finished turn: %r", exc)
-            self._wake([inbound_id])
 
     async def turns_done(self, payload: Mapping[str, Any]) -> None:
         """The ``TOPIC`` handler: wake this process's waiters for the ids published."""
