@@ -28,6 +28,7 @@ from channels.base import ChannelContext, InboundMessage, Listener
 from escalation.presence import MemoryPresence, Presence, RedisPresence
 from gateway import api, api_imports, console, http, live, redis_bus, routes
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
+from gateway.calls import TOPIC as TURNS_TOPIC
 from gateway.console import Consoles
 from gateway.delivery import Deliverer
 from gateway.examinations import STALE, Examinations
@@ -116,8 +117,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         RedisPresence(client, ttl) if client is not None else MemoryPresence(ttl)
     )
     pipeline = Pipeline(
-        sessions, queue, settings, metrics, lambda: deliverer.wake(), presence=presence
-    )
+        sessions, queue, settings, metrics, lambda: deliverer.wake(),
+        presence=presence, publish=pubsub.publish,
+    )  # fmt: skip
     pipeline.live.attach(pubsub.publish, supervisor)
     deliverer = Deliverer(
         sessions, opened, settings.gateway, metrics, supervisor, pipeline.defer_to_accepts
@@ -129,6 +131,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             supervisor.keep(f"{name}-listener", channel.serve, cancel_on_stop=True)
     await pubsub.subscribe(webchat.TOPIC, sockets.deliver)
     await pubsub.subscribe(live.TOPIC, consoles.changed)
+    await pubsub.subscribe(TURNS_TOPIC, pipeline.calls.turns_done)
     state.running = Services(
         settings, engine, sessions, session, client, pubsub, queue, opened, runtime,
         pipeline, deliverer, supervisor, metrics, sockets, consoles, examinations,

@@ -1,26 +1,48 @@
 """Replies said in a provider's webhook response (a voice call) rather than sent: taken from
-the outbox once the turn is done, and the conversation closed when the call ends."""
+the outbox once the turn is done, and the conversation closed when the call ends.
+
+A webhook waiting for its turn's replies waits on an event, not by polling the store: the
+process that finishes a turn of such a channel publishes its inbound id on the ``turns``
+topic, and every process wakes its own waiters for that id (through Redis pub/sub when
+there are many processes, so a turn finished by another process wakes this one at once).
+A publish is best effort: a waiter also reads the store once more when its time is up.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from channels.base import PickedUp
+from channels.base import PickedUp, Publisher
 from gateway.settings import Settings
 from people import members
 from store.models import Conversation, Handoff, Inbound, Message, Outbox, table_of, utcnow
 from store.payloads import OutboxPayload
 
-PICKUP_POLL_SECONDS = 0.05
+log = logging.getLogger(__name__)
+
+TOPIC = "turns"  # {"inbound": [id, ...]}: these messages' turns are done
 
 
 class Calls:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        publish: Publisher | None = None,
+    ) -> None:
+        """``publish`` tells every process a turn is done (subscribe ``turns_done`` to
+        ``TOPIC``); without it only this process's waiters are woken."""
         self._sessions = sessions
         self._settings = settings
+        self._publish = publish
+        self._waiting: dict[int, set[asyncio.Event]] = {}
 
     async def pickup(self, channel: str, external_id: str, wait: float) -> PickedUp | None:
         """The replies to a stored message once its turn is done (waiting up to ``wait``
@@ -28,17 +50,62 @@ class Calls:
         while the turn is still running (or if there is no such message)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while True:
-            async with self._sessions.begin() as session:
-                row = (await session.execute(
-                    select(Inbound.id, Inbound.status)
-                    .where(Inbound.channel == channel, Inbound.external_id == external_id)
-                )).first()  # fmt: skip
-                if row is not None and row.status != "pending":
-                    return await self._take_held(session, row.id, channel, external_id)
-            if row is None or loop.time() >= deadline:
-                return None
-            await asyncio.sleep(PICKUP_POLL_SECONDS)
+        watching: tuple[int, asyncio.Event] | None = None
+        try:
+            while True:
+                async with self._sessions.begin() as session:
+                    row = (await session.execute(
+                        select(Inbound.id, Inbound.status)
+                        .where(Inbound.channel == channel, Inbound.external_id == external_id)
+                    )).first()  # fmt: skip
+                    if row is not None and row.status != "pending":
+                        return await self._take_held(session, row.id, channel, external_id)
+                if row is None or loop.time() >= deadline:
+                    return None
+                if watching is None:
+                    # Watch, then read again: a turn done between the two reads is seen.
+                    watching = (row.id, self._watch(row.id))
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(watching[1].wait(), deadline - loop.time())
+                watching[1].clear()  # before the read: a later wake-up is not lost
+        finally:
+            if watching is not None:
+                self._unwatch(*watching)
+
+    async def finished(self, channel: str, inbound_id: int) -> None:
+        """The turn of message ``inbound_id`` is done (committed): wake whoever waits for
+        its replies, in every process. Only channels that reply inline have waiters."""
+        if not self._settings.channel(channel).replies_inline():
+            return
+        self._wake([inbound_id])  # here at once, whatever becomes of the publish
+        if self._publish is None:
+            return
+        try:
+            await self._publish(TOPIC, {"inbound": [inbound_id]})
+        except Exception as exc:  # other processes' waiters read the store at their deadline
+            log.warning("could not publish a finished turn: %r", exc)
+
+    async def turns_done(self, payload: Mapping[str, Any]) -> None:
+        """The ``TOPIC`` handler: wake this process's waiters for the ids published."""
+        self._wake(int(i) for i in payload.get("inbound", ()))
+
+    def _watch(self, inbound_id: int) -> asyncio.Event:
+        event = asyncio.Event()
+        self._waiting.setdefault(inbound_id, set()).add(event)
+        return event
+
+    def _unwatch(self, inbound_id: int, event: asyncio.Event) -> None:
+        events = self._waiting.get(inbound_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._waiting[inbound_id]
+
+    def _wake(self, inbound_ids: Iterable[int]) -> None:
+        for inbound_id in inbound_ids:
+            for event in self._waiting.get(inbound_id, ()):
+                event.set()
 
     async def _take_held(
         self, session: AsyncSession, inbound_id: int, channel: str, external_id: str

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.base import MemberFacts, TurnInput, TurnResult
 from agents.workflows import WorkflowState
-from channels.base import InboundMessage
+from channels.base import InboundMessage, Publisher
 from escalation import handoffs
 from escalation.presence import MemoryPresence, Presence
 from escalation.settings import BusinessHoursTable
@@ -164,9 +164,11 @@ class Pipeline:
         on_outbox: Callable[[], None],
         now: Callable[[], datetime] = utcnow,
         presence: Presence | None = None,
+        publish: Publisher | None = None,
     ) -> None:
         """``now`` is the clock business hours are judged by (tests set the time);
-        ``presence`` says which operators are live (in process when not given)."""
+        ``presence`` says which operators are live (in process when not given);
+        ``publish`` tells every process a call's turn is done (``gateway.calls``)."""
         self._sessions = sessions
         self._queue = queue
         self._settings = settings
@@ -180,7 +182,7 @@ class Pipeline:
         )
         self._team.live = self.live
         self.live.on_offer = self._team.offered
-        self.calls = Calls(sessions, settings)
+        self.calls = Calls(sessions, settings, publish)
         self._accepts = Batcher(self._store, MAX_BATCH, "accept")
         self._finishes = Batcher(self._finish_many, MAX_BATCH, "finish", self.defer_to_accepts)
         self._checks = Batcher(self._pending_among, MAX_BATCH, "pending", self.defer_to_accepts)
@@ -340,6 +342,7 @@ class Pipeline:
         await self._finishes.submit((turn, result))
         if result is not None and result.replies:
             self._on_outbox()
+        await self.calls.finished(turn.channel, turn.inbound_id)
 
     async def _finish_many(self, items: Sequence[tuple[Turn, TurnResult | None]]) -> list[None]:
         now = utcnow()

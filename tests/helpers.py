@@ -22,6 +22,7 @@ from escalation.presence import Presence
 from gateway.app import create_app
 from gateway.settings import Settings, from_mapping
 from gateway.state import STATE, Services
+from store.models import Inbound, Outbox
 from tests.fakes.twilio_api import FakeTwilio
 
 REQUIRE_SERVICES = os.environ.get("FRONTDESK_REQUIRE_SERVICES") == "1"
@@ -177,6 +178,13 @@ class Gateway:
             if where:
                 stmt = stmt.where(*where)
             return int((await session.execute(stmt)).scalar_one())
+
+    async def settled(self) -> bool:
+        """Every stored message processed and every queued delivery made or given up. A
+        turn writes its replies in the transaction that marks its message done, so once
+        this holds, a reply that should not have been queued would have been sent."""
+        pending = await self.count(Inbound, Inbound.status == "pending")
+        return pending + await self.count(Outbox, Outbox.status == "pending") == 0
 
     async def all(self, stmt: Any) -> list[Any]:
         async with self.services.sessions() as session:

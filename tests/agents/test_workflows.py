@@ -348,7 +348,7 @@ async def test_a_pool_keeps_evaluating_while_one_worker_runs_away() -> None:
         numbers = "[" + ",".join(str(i) for i in range(60)) + "]"
         runaway = f"{numbers}.map(a, {numbers}.map(b, {numbers}.map(c, a * b * c))).size() > 0"
         stuck = asyncio.ensure_future(runner.evaluate(runaway, {}))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)  # one step: it takes a free worker without waiting, and runs
         answers = [await runner.evaluate("answer * 2", {"answer": n}) for n in range(20)]
         assert answers == [n * 2 for n in range(20)]
         assert not stuck.done()  # the other worker answered all twenty meanwhile
@@ -366,7 +366,7 @@ async def test_a_caller_giving_up_twice_never_crosses_another_callers_answer() -
         numbers = "[" + ",".join(str(i % 10) for i in range(80)) + "]"
         slow = f"{numbers}.map(a, {numbers}.map(b, a * b)).size()"  # a second or so, then 80
         gave_up = asyncio.ensure_future(runner.evaluate(slow, {}))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)  # one step: it holds the only worker, its call under way
         gave_up.cancel()
         await asyncio.sleep(0)
         gave_up.cancel()

@@ -279,10 +279,7 @@ async def test_an_offer_nobody_takes_moves_on_and_the_rules_run_after_the_queue_
         await eventually(moved)  # Ann let it sit: Bob is offered it
         await eventually(lambda: _has_notifications(gw))  # still untaken: the rules run
 
-        async def texted() -> bool:  # the rule's text goes out through the outbox
-            return ON_CALL_PHONE in [s.to for s in fake.sent]
-
-        await eventually(texted)
+        await fake.wait_sent_to(ON_CALL_PHONE)  # the rule's text goes out through the outbox
         [handoff] = await gw.all(select(Handoff))
     assert handoff.taken_at is None
     assert handoff.notified_at is not None

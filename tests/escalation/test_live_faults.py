@@ -140,13 +140,16 @@ class Gated(FakeMessagesListChatModel):
     """A scripted model that waits at a gate before answering (a slow provider)."""
 
     gate: Any = None
+    asked: Any = None  # an asyncio.Condition notified at each call
     calls: int = 0
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> Gated:  # type: ignore[override]
         return self
 
     async def ainvoke(self, messages: Any, *args: Any, **kwargs: Any) -> AIMessage:  # type: ignore[override]
-        self.calls += 1
+        async with self.asked:
+            self.calls += 1
+            self.asked.notify_all()
         await self.gate.wait()
         reply = await super().ainvoke(messages, *args, **kwargs)
         assert isinstance(reply, AIMessage)
@@ -162,7 +165,7 @@ async def test_an_agent_reply_racing_an_operator_taking_the_conversation_is_drop
     settings = from_mapping(raw, env={})
     model = Gated(responses=[AIMessage(content="Sure, one moment."),
                              AIMessage(content="We are open 8 to 6.")])  # fmt: skip
-    model.gate = asyncio.Event()
+    model.gate, model.asked = asyncio.Event(), asyncio.Condition()
     model.gate.set()
     runtime = runtime_for(settings, chat_models={"receptionist": model})
     try:
@@ -175,10 +178,8 @@ async def test_an_agent_reply_racing_an_operator_taking_the_conversation_is_drop
             model.gate.clear()
             await gw.sms("What are your hours?")
 
-            async def thinking() -> bool:
-                return model.calls == 2
-
-            await eventually(thinking)
+            async with model.asked:  # the second turn is at the model
+                await asyncio.wait_for(model.asked.wait_for(lambda: model.calls == 2), 10)
             [conversation] = await gw.all(select(Conversation))
             took, _ = await ann.post(f"/api/conversations/{conversation.id}/take")
             model.gate.set()
@@ -187,7 +188,7 @@ async def test_an_agent_reply_racing_an_operator_taking_the_conversation_is_drop
                 return await gw.count(Inbound, Inbound.status == "done") == 2
 
             await eventually(finished)
-            await asyncio.sleep(0.3)  # time for a wrongly queued reply to be sent
+            await eventually(gw.settled)  # a wrongly queued reply would have been sent
             said = await gw.all(select(Message.text).where(Message.author == "agent"))
     finally:
         await runtime.close()

@@ -6,6 +6,7 @@ format, and records every request (its JSON and Authorization header) for assert
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -21,6 +22,7 @@ class FakeOpenAI:
     requests: list[dict[str, Any]] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -29,8 +31,10 @@ class FakeOpenAI:
 
     async def _complete(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.requests.append(body)
-        self.authorizations.append(request.headers.get("Authorization", ""))
+        async with self._changed:
+            self.requests.append(body)
+            self.authorizations.append(request.headers.get("Authorization", ""))
+            self._changed.notify_all()
         turn = self.script.pop(0) if self.script else "(the script ran out)"
         if isinstance(turn, str):
             message: dict[str, Any] = {"role": "assistant", "content": turn}
@@ -48,3 +52,11 @@ class FakeOpenAI:
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
         })  # fmt: skip
+
+    async def wait_requests(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until ``count`` completions were asked for; return their bodies."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(self.requests) >= count), timeout
+            )
+        return list(self.requests)

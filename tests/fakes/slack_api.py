@@ -30,6 +30,7 @@ class FakeSlack:
     rate_limit_next: int = 0
     rate_limited: int = 0
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -49,14 +50,18 @@ class FakeSlack:
             else dict(await request.post())
         )  # fmt: skip
         ts = f"1700000000.{next(self._ts):06d}"
-        self.posts.append(Post(str(body["channel"]), str(body.get("text", "")),
-                               body.get("thread_ts"), ts))  # fmt: skip
+        async with self._changed:
+            self.posts.append(Post(str(body["channel"]), str(body.get("text", "")),
+                                   body.get("thread_ts"), ts))  # fmt: skip
+            self._changed.notify_all()
         return web.json_response({"ok": True, "channel": body["channel"], "ts": ts})
 
     async def wait(self, count: int, timeout: float = 10.0) -> list[Post]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.posts) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{len(self.posts)} of {count} Slack posts arrived")
-            await asyncio.sleep(0.02)
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: len(self.posts) >= count), timeout
+                )
+            except TimeoutError:
+                raise AssertionError(f"{len(self.posts)} of {count} Slack posts arrived") from None
         return self.posts

@@ -19,6 +19,7 @@ class SmtpSink:
     refuse_next: int = 0  # answer the next N DATA commands with 451
     port: int = 0
     _server: Any = None
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refuse_next:
@@ -28,8 +29,10 @@ class SmtpSink:
         raw = content if isinstance(content, bytes) else str(content).encode()
         message = BytesParser(policy=policy.default).parsebytes(raw)
         assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
+        async with self._changed:
+            self.messages.append(message)
+            self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
+            self._changed.notify_all()
         return "250 OK"
 
     async def start(self) -> None:
@@ -42,9 +45,11 @@ class SmtpSink:
         await self._server.wait_closed()
 
     async def wait(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.messages) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{len(self.messages)} of {count} messages arrived")
-            await asyncio.sleep(0.02)
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: len(self.messages) >= count), timeout
+                )
+            except TimeoutError:
+                raise AssertionError(f"{len(self.messages)} of {count} messages arrived") from None
         return self.messages

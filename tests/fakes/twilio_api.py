@@ -163,6 +163,14 @@ class FakeTwilio:
             await asyncio.wait_for(self._changed.wait_for(lambda: len(self.sent) >= count), timeout)
         return list(self.sent)
 
+    async def wait_sent_to(self, to: str, timeout: float = 10.0) -> list[SentSms]:
+        """Wait until a message to ``to`` was taken; return those to ``to``."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: any(s.to == to for s in self.sent)), timeout
+            )
+        return [s for s in self.sent if s.to == to]
+
     async def wait_requests(self, count: int, timeout: float = 10.0) -> None:
         async with self._changed:
             await asyncio.wait_for(self._changed.wait_for(lambda: self.requests >= count), timeout)

@@ -3,7 +3,6 @@ handoff goes to the less loaded one, whose reply reaches the customer's widget."
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -201,7 +200,7 @@ async def test_after_hours_sms_the_on_call_member_takes_it_in_the_console_and_re
             return await gw.count(Inbound, Inbound.status == "done") == 2
 
         await eventually(processed)
-        await asyncio.sleep(0.2)  # room for a wrongly queued reply to be sent
+        await eventually(gw.settled)  # a wrongly queued reply would have been sent by now
         silent = len(fake.sent)
         await console.click("#handback")
         await expect(console.locator("#mine li.item")).to_have_count(0)

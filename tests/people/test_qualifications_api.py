@@ -285,8 +285,10 @@ async def test_revoking_sends_the_member_s_billing_conversations_back_to_the_que
         revoke = f"/api/members/{ann_id}/qualifications/billing-support/revoke"
         status, body = await admin.post(revoke, {"reason": "complaints"})
         assert (status, body["status"]) == (200, "revoked")
-        await asyncio.sleep(0.3)
-        kept = await billing_holder()  # billing-senior still unlocks billing for her
+        # What a revoke gives back goes back in its own transaction: answered, it is done.
+        # (Taken, not merely offered again: a release would be re-offered to her at once.)
+        [held] = await gw.all(select(Handoff).where(Handoff.id == ids[0]))
+        kept = (held.operator_id, held.taken_at is not None)  # billing-senior unlocks it
         revoke = f"/api/members/{ann_id}/qualifications/billing-senior/revoke"
         assert (await admin.post(revoke, {"reason": "complaints"}))[0] == 200
 
@@ -299,7 +301,7 @@ async def test_revoking_sends_the_member_s_billing_conversations_back_to_the_que
         [billing_conversation] = await gw.all(
             select(Conversation).where(Conversation.id == billing[0].conversation_id)
         )
-    assert kept == ann_id
+    assert kept == (ann_id, True)
     assert billing[0].operator_id is None  # and not offered to her again
     assert billing_conversation.status == "queued"
     assert other[0].operator_id == ann_id  # not billing: still hers
