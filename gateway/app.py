@@ -26,7 +26,8 @@ from agents.runtime import Runtime
 from channels import webchat
 from channels.base import ChannelContext, InboundMessage, Listener
 from escalation.presence import MemoryPresence, Presence, RedisPresence
-from gateway import api, api_imports, console, http, live, redis_bus, routes
+from gateway import api, console, http, live, redis_bus, routes
+from gateway.api import imports
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
 from gateway.console import Consoles
 from gateway.delivery import Deliverer
@@ -186,7 +187,7 @@ async def _start_workers(s: Services, processor: Processor, stop: asyncio.Event)
     for key in await s.pipeline.pending_keys():
         await s.pipeline.enqueue(key)
     s.supervisor.spawn(s.examinations.sweep(), name="grade-left")
-    s.supervisor.spawn(api_imports.sweep(s), name="imports-left")
+    s.supervisor.spawn(imports.sweep(s), name="imports-left")
     keep = s.supervisor.keep
     keep("processor", processor.run)
     keep("deliverer", s.deliverer.run)
@@ -248,6 +249,6 @@ async def _sweep(s: Services, stop: asyncio.Event) -> None:
         except Exception:
             log.exception("could not grade what was left ungraded; next sweep in %ss", interval)
         try:
-            await api_imports.sweep(s)
+            await imports.sweep(s)
         except Exception:
             log.exception("could not look for stranded imports; next sweep in %ss", interval)

@@ -34,7 +34,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
-from gateway.api import Call, Endpoint, Unprocessable, admin, iso, listing, page
+from gateway.api.core import Call, Endpoint, Unprocessable, admin, iso, listing, page
 from gateway.settings import unstartable_models
 from people import qualifications as q
 from people.filters import compile_filter
