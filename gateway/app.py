@@ -3,7 +3,8 @@
 Everything with a lifetime (engine, HTTP session, Redis, channels, background loops)
 is opened and closed in one ``cleanup_ctx`` generator and reachable through the app's
 ``STATE`` key. Routes live in ``gateway.routes``, the admin API in ``gateway.api``, the
-web chat socket in ``gateway.webchat_socket``.
+pages (console, web chat widget) in ``gateway.web``, the web chat socket in
+``gateway.webchat_socket``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from agents.runtime import Runtime
 from channels import webchat
 from channels.base import ChannelContext, InboundMessage, Listener
 from escalation.presence import MemoryPresence, Presence, RedisPresence
-from gateway import api, console, http, live, redis_bus, routes
+from gateway import api, http, live, redis_bus, routes
+from gateway import web as web_pages
 from gateway.api import imports
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
-from gateway.console import Consoles
 from gateway.delivery import Deliverer
 from gateway.examinations import STALE, Examinations
 from gateway.metrics import Metrics
@@ -39,6 +40,7 @@ from gateway.settings import Settings
 from gateway.sockets import WebChatSockets
 from gateway.state import STATE, AppState, Services
 from gateway.supervisor import Supervisor
+from gateway.web.console import Consoles
 from store.engine import checkpoint, create_engine, session_factory, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle)
     routes.add(app, settings)
     api.add(app)
-    console.add(app)
+    web_pages.add(app, settings)
     return app
 
 

@@ -70,7 +70,7 @@ class Consoles:
 
 
 async def page(_request: web.Request) -> web.Response:
-    html = resources.files("gateway").joinpath("static/console.html").read_text("utf-8")
+    html = resources.files("gateway.web").joinpath("static/console.html").read_text("utf-8")
     return web.Response(text=html, content_type="text/html")
 
 
