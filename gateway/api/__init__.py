@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api import access, conversations, imports, live, members, openapi, qualifications
+from gateway.api import (
+    access,
+    conversations,
+    imports,
+    live,
+    member_qualifications,
+    members,
+    openapi,
+    qualifications,
+)
 from gateway.api.core import Endpoint, route
 
 ENDPOINTS: list[Endpoint] = [
@@ -19,6 +28,7 @@ ENDPOINTS: list[Endpoint] = [
     *access.ENDPOINTS,
     *live.ENDPOINTS,
     *qualifications.ENDPOINTS,
+    *member_qualifications.ENDPOINTS,
 ]
 
 
