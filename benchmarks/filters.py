@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.api_members import SearchBody, search_statement
+from gateway.api.members import SearchBody, search_statement
 from people.filters import compile_filter
 from store.engine import create_engine, session_factory
 from store.migrate import upgrade_sync

@@ -1,4 +1,4 @@
-"""Web chat: the WebSocket protocol of DESIGN §5 and the widget page.
+"""Web chat: the WebSocket protocol of DESIGN §5 (the widget page is ``gateway.web.widget``).
 
 The gateway owns the socket; this module owns the protocol. Client frames are parsed
 into ``Hello`` and ``ChatText`` (or a ``ValidationFailed`` the gateway turns into an
@@ -13,12 +13,10 @@ socket stays open after an error frame.
 
 from __future__ import annotations
 
-import html
 import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field
@@ -131,12 +129,6 @@ def reply(author: str, name: str, text: str, message_id: str) -> dict[str, Any]:
 
 def history(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "history", "messages": messages}
-
-
-def widget_page(settings: WebChatSettings) -> str:
-    """The widget page, with its title filled in (HTML-escaped)."""
-    template = resources.files("channels").joinpath("static/webchat.html").read_text("utf-8")
-    return template.replace("{{title}}", html.escape(settings.title))
 
 
 class WebChatChannel:

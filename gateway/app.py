@@ -3,7 +3,8 @@
 Everything with a lifetime (engine, HTTP session, Redis, channels, background loops)
 is opened and closed in one ``cleanup_ctx`` generator and reachable through the app's
 ``STATE`` key. Routes live in ``gateway.routes``, the admin API in ``gateway.api``, the
-web chat socket in ``gateway.webchat_socket``.
+pages (console, web chat widget) in ``gateway.web``, the web chat socket in
+``gateway.webchat_socket``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from agents.runtime import Runtime
 from channels import webchat
 from channels.base import ChannelContext, InboundMessage, Listener
 from escalation.presence import MemoryPresence, Presence, RedisPresence
-from gateway import api, api_imports, console, http, live, redis_bus, routes
+from gateway import api, http, live, redis_bus, routes
+from gateway import web as web_pages
+from gateway.api import imports
 from gateway.bus import MemoryPubSub, MemoryWorkQueue, PubSub, WorkQueue
 from gateway.calls import TOPIC as TURNS_TOPIC
-from gateway.console import Consoles
 from gateway.delivery import Deliverer
 from gateway.examinations import STALE, Examinations
 from gateway.metrics import Metrics
@@ -39,6 +41,7 @@ from gateway.settings import Settings
 from gateway.sockets import WebChatSockets
 from gateway.state import STATE, AppState, Services
 from gateway.supervisor import Supervisor
+from gateway.web.console import Consoles
 from store.engine import checkpoint, create_engine, session_factory, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle)
     routes.add(app, settings)
     api.add(app)
-    console.add(app)
+    web_pages.add(app, settings)
     return app
 
 
@@ -189,7 +192,7 @@ async def _start_workers(s: Services, processor: Processor, stop: asyncio.Event)
     for key in await s.pipeline.pending_keys():
         await s.pipeline.enqueue(key)
     s.supervisor.spawn(s.examinations.sweep(), name="grade-left")
-    s.supervisor.spawn(api_imports.sweep(s), name="imports-left")
+    s.supervisor.spawn(imports.sweep(s), name="imports-left")
     keep = s.supervisor.keep
     keep("processor", processor.run)
     keep("deliverer", s.deliverer.run)
@@ -251,6 +254,6 @@ async def _sweep(s: Services, stop: asyncio.Event) -> None:
         except Exception:
             log.exception("could not grade what was left ungraded; next sweep in %ss", interval)
         try:
-            await api_imports.sweep(s)
+            await imports.sweep(s)
         except Exception:
             log.exception("could not look for stranded imports; next sweep in %ss", interval)

@@ -1,4 +1,4 @@
-"""Non-API routes: channel webhooks, the web chat page and socket, health and metrics."""
+"""Non-API routes: channel webhooks, the web chat socket, health and metrics."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from channels.base import (
     is_forward,
     webhook_paths,
 )
-from channels.webchat import WebChatSettings, widget_page
 from gateway import webchat_socket
 from gateway.http import to_raw_request
 from gateway.settings import Settings
@@ -46,7 +45,6 @@ def add(app: web.Application, settings: Settings) -> None:
         if status_path:
             app.router.add_post(status_path, _status(name))
     if "webchat" in settings.channels:
-        app.router.add_get("/webchat", webchat_page)
         app.router.add_get("/webchat/ws", webchat_socket.handle)
 
 
@@ -126,13 +124,6 @@ def _status(name: str) -> RouteHandler:
         return web.Response(status=204)
 
     return handle
-
-
-async def webchat_page(request: web.Request) -> web.Response:
-    settings = services(request).settings.channel("webchat")
-    if not isinstance(settings, WebChatSettings):
-        raise NotFound("no web chat here")
-    return web.Response(text=widget_page(settings), content_type="text/html")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -22,7 +22,7 @@ from gateway.settings import Settings
 from gateway.sockets import WebChatSockets
 
 if TYPE_CHECKING:  # the console's module reads Services through this one
-    from gateway.console import Consoles
+    from gateway.web.console import Consoles
 from gateway.supervisor import Supervisor
 
 

@@ -5,25 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from gateway import (
-    api_access,
-    api_conversations,
-    api_imports,
-    api_live,
-    api_members,
-    api_qualifications,
-)
+from gateway.api import ENDPOINTS
 from store.models import Import, Member
 from tests.helpers import Api, Gateway, add_member
 
-ENDPOINTS = [
-    *api_members.ENDPOINTS,
-    *api_conversations.ENDPOINTS,
-    *api_imports.ENDPOINTS,
-    *api_access.ENDPOINTS,
-    *api_live.ENDPOINTS,
-    *api_qualifications.ENDPOINTS,
-]
 FLAGGED = [(e.method, e.path, name) for e in ENDPOINTS for name in e.flags]
 CSV = "email,name\r\n" + "".join(f"p{i}@example.com,P{i}\r\n" for i in range(30))
 

@@ -131,7 +131,7 @@ async def test_a_running_import_with_a_stale_heartbeat_is_failed_when_read(owner
 
 
 async def test_an_import_given_up_while_it_still_runs_stays_failed(owner: Api) -> None:
-    from gateway.api_imports import ImportGivenUp, _save
+    from gateway.api.imports import ImportGivenUp, _save
     from people.imports import Summary
 
     async with owner.gw.services.sessions.begin() as session:

@@ -187,7 +187,7 @@ async def test_webhooks_are_answered_while_a_runaway_formula_is_being_graded(
 async def test_the_cli_grades_the_latest_attempt_again_after_a_formula_is_fixed(
     sqlite_url: str, twilio: tuple[FakeTwilio, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway import cli_qualifications
+    from gateway.cli import qualifications as cli_qualifications
 
     fake, base = twilio
     wrong = {**BASIC["requirements"][0], "criteria": [{"formula": 'answer == "3 to 5"'}]}

@@ -6,7 +6,7 @@ Create Date: 2026-12-02 06:40:00
 
 The process running an import writes ``heartbeat_at`` every few seconds; an import still
 ``queued`` or ``running`` whose heartbeat stopped belonged to a process that died, and is
-marked failed with what it had done (``gateway.api_imports.give_up_stale``).
+marked failed with what it had done (``gateway.api.imports.give_up_stale``).
 """
 
 from __future__ import annotations

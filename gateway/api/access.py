@@ -9,8 +9,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from gateway.api import Call, Endpoint, Unprocessable, admin, iso
-from gateway.api_members import MEMBERS_ADMIN
+from gateway.api.core import Call, Endpoint, Unprocessable, admin, iso
+from gateway.api.members import MEMBERS_ADMIN
 from people import credentials, roles
 from people.roles import ADMIN_KINDS, CONTACT, OWNER, Need, Role, at_least_as_strong, may_manage
 from store.errors import Conflict, ErrorDetail, NotFound, PermissionDenied

@@ -1,4 +1,4 @@
-"""``frontdesk members import`` and ``frontdesk members export``.
+"""``frontdesk members add|import|export`` and ``frontdesk token create``.
 
 The CLI has the database, so it acts with an owner's rights. Import exit codes: 0 when
 every row was taken, 1 when some rows failed (the good ones are kept), 2 when the file
@@ -7,16 +7,19 @@ is unusable.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.settings import Settings
-from people import imports, spreadsheet
+from people import credentials, imports, members, spreadsheet
 from people.filters import compile_filter
 from people.imports import Importer, Summary
 from people.roles import OWNER, load_book
@@ -25,6 +28,44 @@ from store.errors import ValidationFailed
 from store.migrate import upgrade
 
 MAX_SHOWN_ERRORS = 50
+
+
+async def _with_session(config: Settings, work: Callable[[AsyncSession], Awaitable[int]]) -> int:
+    """``work`` in one transaction on the workspace's database, migrated first."""
+    await upgrade(config.storage.database_url)
+    engine = create_engine(config.storage.database_url)
+    try:
+        async with session_factory(engine).begin() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+async def add(config: Settings, args: argparse.Namespace) -> int:
+    async def work(session: AsyncSession) -> int:
+        new = members.NewMember(
+            kind=args.kind, role=args.role, email=args.email, phone=args.phone, name=args.name
+        )
+        # The roles as the API knows them: built-in, YAML and those defined over the API.
+        book = await load_book(session, config.roles)
+        member = await members.add(session, new, config.workspace.default_region, book)
+        print(f"added member {member.id} ({member.kind}, {member.role}) {member.email}")
+        return 0
+
+    return await _with_session(config, work)
+
+
+async def token_create(config: Settings, args: argparse.Namespace) -> int:
+    async def work(session: AsyncSession) -> int:
+        member = await members.by_email(session, args.email)
+        if member is None:
+            print(f"no member with email {args.email}", file=sys.stderr)
+            return 1
+        token = await credentials.create_token(session, member, args.name)
+        print(f"token for {member.email} (member {member.id}): {token}")
+        return 0
+
+    return await _with_session(config, work)
 
 
 async def import_file(config: Settings, path: Path, dry_run: bool) -> int:

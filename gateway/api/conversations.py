@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import select
 
 from escalation.operators import may_read_workflow
-from gateway.api import Call, Endpoint, iso, listing, page, parse_id
-from gateway.api_members import MEMBERS_USE
+from gateway.api.core import Call, Endpoint, iso, listing, page, parse_id
+from gateway.api.members import MEMBERS_USE
 from gateway.conversations import NOTE
 from people.roles import Need
 from store.errors import NotFound, ValidationFailed

@@ -24,7 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.api import Call, Endpoint, admin, iso
+from gateway.api.core import Call, Endpoint, admin, iso
 from gateway.state import Services
 from people import imports
 from people.imports import Importer, Summary

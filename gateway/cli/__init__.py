@@ -8,15 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-from aiohttp import web
 
 from gateway import logs
 from gateway import settings as settings_module
@@ -120,134 +116,6 @@ def check_config(path: str) -> int:
     return 0
 
 
-async def serve(config: Settings, host: str, port: int) -> None:
-    from gateway.app import create_app
-    from store.migrate import upgrade
-
-    await upgrade(config.storage.database_url)
-    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    # Everything loaded so far lives as long as the process: keep it out of the garbage
-    # collector's full passes, which otherwise stall every request for ~70 ms.
-    gc.freeze()
-    bound = runner.addresses[0]
-    print(f"frontdesk listening on http://{bound[0]}:{bound[1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
-async def _with_session(config: Settings, work: Callable[..., Awaitable[int]]) -> int:
-    from store.engine import create_engine, session_factory
-    from store.migrate import upgrade
-
-    await upgrade(config.storage.database_url)
-    engine = create_engine(config.storage.database_url)
-    try:
-        async with session_factory(engine).begin() as session:
-            return await work(session)
-    finally:
-        await engine.dispose()
-
-
-async def members_add(config: Settings, args: argparse.Namespace) -> int:
-    from people import members
-    from people.roles import load_book
-
-    async def work(session: object) -> int:
-        new = members.NewMember(
-            kind=args.kind, role=args.role, email=args.email, phone=args.phone, name=args.name
-        )
-        # The roles as the API knows them: built-in, YAML and those defined over the API.
-        book = await load_book(session, config.roles)  # type: ignore[arg-type]
-        member = await members.add(
-            session,  # type: ignore[arg-type]
-            new,
-            config.workspace.default_region,
-            book,
-        )
-        print(f"added member {member.id} ({member.kind}, {member.role}) {member.email}")
-        return 0
-
-    return await _with_session(config, work)
-
-
-async def token_create(config: Settings, args: argparse.Namespace) -> int:
-    from people import credentials, members
-
-    async def work(session: object) -> int:
-        member = await members.by_email(session, args.email)  # type: ignore[arg-type]
-        if member is None:
-            print(f"no member with email {args.email}", file=sys.stderr)
-            return 1
-        token = await credentials.create_token(session, member, args.name)  # type: ignore[arg-type]
-        print(f"token for {member.email} (member {member.id}): {token}")
-        return 0
-
-    return await _with_session(config, work)
-
-
-async def chat(config: Settings, agent: str) -> int:
-    """The agent in a terminal: the same turns as the web chat, as a new anonymous member of
-    the workspace's store (so abilities that keep records, like bookings, work); the
-    conversation itself is kept in memory only."""
-    from dataclasses import replace
-
-    from agents.base import MemberFacts, TurnInput, Utterance
-    from gateway.app import runtime_for
-    from people.roles import load_book
-    from store.engine import create_engine, session_factory
-    from store.migrate import upgrade
-    from store.models import Member, utcnow
-
-    if agent not in {a.name for a in config.agents}:
-        raise ConfigError(f"no agent named '{agent}'")
-    await upgrade(config.storage.database_url)
-    engine = create_engine(config.storage.database_url)
-    runtime = runtime_for(config)
-    try:
-        sessions = session_factory(engine)
-        async with sessions.begin() as session:
-            member = Member(kind="anonymous", role="contact", data={}, created_at=utcnow())
-            session.add(member)
-            await session.flush()
-            role = (await load_book(session, config.roles)).get(member.role)
-            facts = MemberFacts(id=member.id, kind=member.kind, role=member.role)
-        runtime.use_store(sessions)
-        turn = TurnInput(text="", channel="webchat", member=facts, role=role)
-        print(
-            f"Talking to {agent} ({config.workspace.name}) as member {facts.id}. Ctrl-D to leave."
-        )
-        while True:
-            try:
-                text = await asyncio.to_thread(input, "you> ")
-            except EOFError:
-                print()
-                return 0
-            turn = replace(turn, text=text)
-            result = await runtime.run_turn(agent, turn)
-            history = [*turn.history, Utterance("member", text)]
-            for reply in result.replies:
-                print(f"{agent}> {reply}")
-                history.append(Utterance("agent", reply))
-            for name, value in result.collected.items():
-                print(f"  [recorded {name} = {value!r}]")
-            if result.escalation:
-                print(f"  [handoff requested: {result.escalation.reason}]")
-            workflow = result.workflow.state if result.workflow else turn.workflow
-            turn = replace(turn, history=tuple(history), workflow=workflow)
-    finally:
-        await runtime.close()
-        await engine.dispose()
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return check_config(
@@ -255,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     config = _load(args.config)
     if args.command == "serve":
+        from gateway.cli.serve import serve
+
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(config, args.host, args.port))
         return 0
@@ -265,19 +135,23 @@ def _run(args: argparse.Namespace) -> int:
         print("database is at the newest migration")
         return 0
     if args.command == "members":
-        from gateway import cli_members
+        from gateway.cli import members
 
         if args.members_command == "import":
-            return asyncio.run(cli_members.import_file(config, Path(args.file), args.dry_run))
+            return asyncio.run(members.import_file(config, Path(args.file), args.dry_run))
         if args.members_command == "export":
-            return asyncio.run(cli_members.export(config, args.filter))
-        return asyncio.run(members_add(config, args))
+            return asyncio.run(members.export(config, args.filter))
+        return asyncio.run(members.add(config, args))
     if args.command == "qualifications":
-        from gateway import cli_qualifications
+        from gateway.cli import qualifications
 
-        return asyncio.run(cli_qualifications.grade(config, args.qualification, args.member))
+        return asyncio.run(qualifications.grade(config, args.qualification, args.member))
     if args.command == "token":
-        return asyncio.run(token_create(config, args))
+        from gateway.cli import members
+
+        return asyncio.run(members.token_create(config, args))
+    from gateway.cli.chat import chat
+
     return asyncio.run(chat(config, args.agent))
 
 

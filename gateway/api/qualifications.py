@@ -1,4 +1,4 @@
-"""Qualifications over the API: define them, enroll members, take them, review and revoke.
+"""Qualifications over the API, the admin side: define them, enroll members, review and revoke.
 
 Admin side (``qualifications`` feature level in brackets):
 
@@ -14,15 +14,8 @@ Admin side (``qualifications`` feature level in brackets):
   ``.../revoke`` (admin): ``{"reason"}`` -- and what the member holds of the workflows it
   unlocked goes back to the queue.
 
-Member side (the member itself, with ``qualifications: use``):
-
-- ``GET /api/members/{id}/qualifications``: their progress in each, with the questions,
-  chats so far, the last attempt's results and the history (edit: anyone's).
-- ``POST /api/members/{id}/qualifications/{name}/chats/{requirement}`` starts a simulated
-  chat (``{"again": true}`` starts it over); ``.../messages`` ``{"text"}`` is the member's
-  turn (the customer answers shortly after: read the progress again).
-- ``POST /api/members/{id}/qualifications/{name}/submission`` ``{"answers": {id: text}}``
-  records the attempt (202); it is graded in the background.
+The member's side (its progress, the simulated chats, the submission) is
+``gateway.api.member_qualifications``; the helpers here that both sides use are public.
 
 A transition the lifecycle does not allow now is a 409 that says why.
 """
@@ -34,7 +27,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
-from gateway.api import Call, Endpoint, Unprocessable, admin, iso, listing, page
+from gateway.api.core import Call, Endpoint, Unprocessable, admin, iso, listing, page
 from gateway.cross_references import unstartable_models
 from people import qualifications as q
 from people.filters import compile_filter
@@ -45,7 +38,6 @@ from store.models import (
     Member,
     QualificationDefinition,
     QualificationProgress,
-    QualificationSubmission,
     utcnow,
 )
 
@@ -53,7 +45,6 @@ USE = admin(Need(feature="qualifications", level="use"))
 EDIT = admin(Need(feature="qualifications", level="edit"))
 ADMIN = admin(Need(feature="qualifications", level="admin"))
 MAX_ENROLL = 1000
-MAX_ANSWER = 4000
 TAG = "qualifications"
 
 
@@ -85,25 +76,7 @@ class RevokeBody(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class ChatBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    again: bool = False
-
-
-class MessageBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(min_length=1, max_length=4000)
-
-
-class SubmissionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    answers: dict[str, Annotated[str, Field(max_length=MAX_ANSWER)]] = Field(default_factory=dict)
-
-
-def _public(qualification: q.QualificationSettings) -> dict[str, Any]:
+def public(qualification: q.QualificationSettings) -> dict[str, Any]:
     """What a candidate sees: the questions and chats, not how they are graded."""
     return {
         "name": qualification.name, "description": qualification.description,
@@ -123,12 +96,12 @@ def _full(qualification: q.QualificationSettings, source: str) -> dict[str, Any]
     return {**qualification.model_dump(mode="json"), "source": source}
 
 
-async def _catalog(call: Call) -> dict[str, q.QualificationSettings]:
+async def in_force(call: Call) -> dict[str, q.QualificationSettings]:
     return await call.services.examinations.qualifications(call.session)
 
 
-async def _named(call: Call) -> q.QualificationSettings:
-    found = (await _catalog(call)).get(call.request.match_info["name"])
+async def named(call: Call) -> q.QualificationSettings:
+    found = (await in_force(call)).get(call.request.match_info["name"])
     if found is None:
         raise NotFound("no such qualification")
     return found
@@ -139,16 +112,16 @@ async def _sources(call: Call) -> set[str]:
 
 
 async def list_qualifications(call: Call) -> dict[str, Any]:
-    catalog, api = await _catalog(call), await _sources(call)
+    catalog, api = await in_force(call), await _sources(call)
     if not call.actor.may(EDIT):
-        return {"items": [_public(v) for v in catalog.values()]}
+        return {"items": [public(v) for v in catalog.values()]}
     return {"items": [_full(v, "api" if k in api else "yaml") for k, v in catalog.items()]}
 
 
 async def get_qualification(call: Call) -> dict[str, Any]:
-    qualification = await _named(call)
+    qualification = await named(call)
     if not call.actor.may(EDIT):
-        return _public(qualification)
+        return public(qualification)
     api = await _sources(call)
     return _full(qualification, "api" if qualification.name in api else "yaml")
 
@@ -183,7 +156,7 @@ async def put_qualification(call: Call) -> dict[str, Any]:
 
 
 async def enroll(call: Call) -> dict[str, Any]:
-    qualification = await _named(call)
+    qualification = await named(call)
     body = await call.body(EnrollBody)
     stmt = select(Member).order_by(Member.id)
     if body.member_ids is not None:
@@ -214,7 +187,7 @@ async def enroll(call: Call) -> dict[str, Any]:
 
 
 async def members_of(call: Call) -> dict[str, Any]:
-    qualification = await _named(call)
+    qualification = await named(call)
     limit, cursor = page(call.request)
     stmt = (
         select(QualificationProgress, Member.name)
@@ -228,15 +201,11 @@ async def members_of(call: Call) -> dict[str, Any]:
     if status:
         stmt = stmt.where(QualificationProgress.status == status)
     found = (await call.session.execute(stmt)).all()
-    items = [{"id": str(p.id), **_progress(p), "name": name} for p, name in found[:limit]]
+    items = [{"id": str(p.id), **progress_json(p), "name": name} for p, name in found[:limit]]
     return listing(items, len(found) > limit)
 
 
-def _id(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _progress(progress: QualificationProgress) -> dict[str, Any]:
+def progress_json(progress: QualificationProgress) -> dict[str, Any]:
     return {
         "member_id": str(progress.member_id), "qualification": progress.qualification,
         "status": progress.status, "attempts": progress.attempts,
@@ -245,22 +214,12 @@ def _progress(progress: QualificationProgress) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def _latest(call: Call, progress: QualificationProgress) -> dict[str, Any] | None:
-    found = await call.session.execute(
-        select(QualificationSubmission)
-        .where(QualificationSubmission.progress_id == progress.id)
-        .order_by(QualificationSubmission.id.desc())
-        .limit(1)
-    )
-    submission = found.scalar_one_or_none()
-    if submission is None:
-        return None
-    return {"attempt": submission.attempt, "graded": submission.graded_at is not None,
-            "passed": submission.passed, "results": submission.results,
-            "answers": submission.answers, "submitted_at": iso(submission.created_at)}  # fmt: skip
+def lifecycle(error: q.QualificationError) -> Conflict:
+    """A transition the lifecycle does not allow now: a 409 that says why."""
+    return Conflict(str(error))
 
 
-async def _member(call: Call, need: Need = USE) -> Member:
+async def path_member(call: Call, need: Need = USE) -> Member:
     """The path's member: the caller itself (with ``need``), or anyone for ``edit``."""
     member_id = call.path_id(what="member")
     mine = member_id == call.actor.id and call.actor.may(need)
@@ -270,78 +229,9 @@ async def _member(call: Call, need: Need = USE) -> Member:
     return member
 
 
-async def member_progress(call: Call) -> dict[str, Any]:
-    member = await _member(call)
-    mine = await q.progress_by_name(call.session, member.id)
-    items = []
-    for qualification in (await _catalog(call)).values():
-        progress = mine.get(qualification.name)
-        if progress is None:
-            continue
-        events = await q.history(call.session, progress)
-        items.append({
-            **_progress(progress), "qualification": _public(qualification),
-            "chats": progress.drafts or {}, "latest": await _latest(call, progress),
-            "history": [{"from": e.from_status, "to": e.to_status, "actor_id": _id(e.actor_id),
-                         "reason": e.reason, "at": iso(e.created_at)} for e in events],
-        })  # fmt: skip
-    return {"items": items}
-
-
-async def _mine(call: Call) -> tuple[Member, q.QualificationSettings, QualificationProgress]:
-    """The caller's own progress in the path's qualification (locked for this change)."""
-    member = await _member(call)
-    if member.id != call.actor.id:
-        raise NotFound("only the member takes its qualification")
-    qualification = await _named(call)
-    progress = await q.progress_of(call.session, member.id, qualification.name, lock=True)
-    if progress is None:
-        raise NotFound("you are not enrolled in this qualification")
-    return member, qualification, progress
-
-
-def _lifecycle(error: q.QualificationError) -> Conflict:
-    return Conflict(str(error))
-
-
-async def start_chat(call: Call) -> dict[str, Any]:
-    _, qualification, progress = await _mine(call)
-    body = await call.body(ChatBody)
-    try:
-        return q.start_chat(progress, qualification, call.request.match_info["requirement"],
-                            again=body.again)  # fmt: skip
-    except q.QualificationError as exc:
-        raise _lifecycle(exc) from exc
-
-
-async def chat_message(call: Call) -> dict[str, Any]:
-    _, qualification, progress = await _mine(call)
-    requirement = call.request.match_info["requirement"]
-    text = (await call.body(MessageBody)).text
-    try:
-        draft = q.member_turn(progress, qualification, requirement, text)
-    except q.QualificationError as exc:
-        raise _lifecycle(exc) from exc
-    exams, progress_id = call.services.examinations, progress.id
-    call.after_commit.append(lambda: exams.answer_soon(progress_id, requirement))
-    return draft
-
-
-async def submit(call: Call) -> dict[str, Any]:
-    member, qualification, progress = await _mine(call)
-    answers = (await call.body(SubmissionBody)).answers
-    try:
-        submission = await q.submit(call.session, qualification, progress, member, answers)
-    except q.QualificationError as exc:
-        raise _lifecycle(exc) from exc
-    exams, submission_id = call.services.examinations, submission.id
-    call.after_commit.append(lambda: exams.grade_soon(submission_id))
-    return {**_progress(progress), "attempt": submission.attempt}
-
-
 async def _progress_for_admin(call: Call) -> tuple[q.QualificationSettings, QualificationProgress]:
-    member = await _member(call, EDIT)
-    qualification = await _named(call)
+    member = await path_member(call, EDIT)
+    qualification = await named(call)
     progress = await q.progress_of(call.session, member.id, qualification.name, lock=True)
     if progress is None:
         raise NotFound("the member is not enrolled in this qualification")
@@ -354,10 +244,10 @@ async def review(call: Call) -> dict[str, Any]:
     try:
         await q.review(call.session, progress, call.actor.id, body.approve, body.note)
     except q.QualificationError as exc:
-        raise _lifecycle(exc) from exc
+        raise lifecycle(exc) from exc
     if body.approve:
         call.after_commit.append(call.services.pipeline.live.qualified)
-    return _progress(progress)
+    return progress_json(progress)
 
 
 async def revoke(call: Call) -> dict[str, Any]:
@@ -366,23 +256,23 @@ async def revoke(call: Call) -> dict[str, Any]:
     try:
         await q.revoke(call.session, progress, call.actor.id, body.reason)
     except q.QualificationError as exc:
-        raise _lifecycle(exc) from exc
+        raise lifecycle(exc) from exc
     # What another qualification of theirs still unlocks stays theirs.
     held = await q.progress_by_name(call.session, progress.member_id)
     qualified = {name for name, p in held.items() if p.status == "qualified"}
     kept: set[str] = set()
-    for other in (await _catalog(call)).values():
+    for other in (await in_force(call)).values():
         if other.name != qualification.name and other.name in qualified:
             kept.update(other.workflows)
     lost = [w for w in qualification.workflows if w not in kept]
     live = call.services.pipeline.live
     back = await live.disqualify(call.session, progress.member_id, lost)
     call.after_commit.append(lambda: live.route_soon(back))
-    return _progress(progress)
+    return progress_json(progress)
 
 
 ONE = "/api/qualifications/{name}"
-MINE = "/api/members/{id}/qualifications/{name}"
+MINE = "/api/members/{id}/qualifications/{name}"  # one member's progress in one
 ENDPOINTS = [
     Endpoint("GET", "/api/qualifications", list_qualifications, "Qualifications in force",
              USE, tag=TAG),
@@ -394,14 +284,6 @@ ENDPOINTS = [
     Endpoint("GET", ONE + "/members", members_of, "Members' progress", EDIT, tag=TAG,
              query={"status": "only this status (provisional: the review queue)",
                     "limit": "1 to 200 (50)", "cursor": "the next of the page before"}),
-    Endpoint("GET", "/api/members/{id}/qualifications", member_progress,
-             "A member's qualifications", None, tag=TAG),
-    Endpoint("POST", MINE + "/chats/{requirement}", start_chat, "Start a simulated chat",
-             None, ChatBody, tag=TAG),
-    Endpoint("POST", MINE + "/chats/{requirement}/messages", chat_message,
-             "Say something in a simulated chat", None, MessageBody, tag=TAG),
-    Endpoint("POST", MINE + "/submission", submit, "Submit an attempt", None, SubmissionBody,
-             status=202, tag=TAG),
     Endpoint("POST", MINE + "/review", review, "Review a provisional member", ADMIN,
              ReviewBody, tag=TAG),
     Endpoint("POST", MINE + "/revoke", revoke, "Revoke a qualification", ADMIN, RevokeBody,

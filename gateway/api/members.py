@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.api import Call, Endpoint, Unprocessable, admin, iso, listing, page
+from gateway.api.core import Call, Endpoint, Unprocessable, admin, iso, listing, page
 from people import credentials, directory, members, merges, spreadsheet
 from people.directory import MemberFields, MemberView
 from people.filters import compile_filter

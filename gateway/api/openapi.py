@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api import Endpoint
+from gateway.api.core import Endpoint
 from people.roles import Need
 
 ERROR = {

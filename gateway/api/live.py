@@ -26,9 +26,9 @@ from sqlalchemy import select
 
 from escalation.operators import may_read_workflow, refusal
 from escalation.presence import PresenceUnavailable
-from gateway.api import Call, Endpoint, admin
-from gateway.api_conversations import conversation_json, may_see_inbox
-from gateway.board import board as live_board
+from gateway.api.board import board as live_board
+from gateway.api.conversations import conversation_json, may_see_inbox
+from gateway.api.core import Call, Endpoint, admin
 from gateway.http import error_response
 from gateway.live import Live, Refused
 from people.filters import compile_filter

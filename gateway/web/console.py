@@ -7,7 +7,7 @@ The page is plain HTML and JavaScript served from the package -- no build step, 
 to install, one file to read. It signs in (password or token), then uses the admin API
 for every action (go live, heartbeat, take, reply, notes, hand back, close, history) and
 the socket for what changes: on ``{"type": "hello", "token": ...}`` the server sends the
-operator's board (``gateway.board.board``) and sends it again whenever it changes --
+operator's board (``gateway.api.board.board``) and sends it again whenever it changes --
 on the ``console`` pub/sub topic any gateway process publishes to, and at least every
 few seconds (so a missed publish only delays an update). The token is checked on every
 refresh: a revoked token or a role that lost ``operators: use`` ends the socket.
@@ -29,8 +29,8 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import update
 
-from gateway.api_live import OPERATORS_USE
-from gateway.board import board
+from gateway.api.board import board
+from gateway.api.live import OPERATORS_USE
 from gateway.state import Services, services
 from people import credentials
 from people.roles import allows, load_book
@@ -70,7 +70,7 @@ class Consoles:
 
 
 async def page(_request: web.Request) -> web.Response:
-    html = resources.files("gateway").joinpath("static/console.html").read_text("utf-8")
+    html = resources.files("gateway.web").joinpath("static/console.html").read_text("utf-8")
     return web.Response(text=html, content_type="text/html")
 
 

@@ -1,7 +1,7 @@
 """The admin HTTP API's core: endpoints declared once, checked by one policy, documented.
 
 Each endpoint is an ``Endpoint``: method, path, the ``Need`` it requires, the request
-body model, and a handler that gets a ``Call``. The wrapper authenticates the bearer
+body model, and a handler that gets a ``Call``. ``route`` authenticates the bearer
 token, opens one transaction for the request, checks the need with
 ``people.roles.allows`` (a denial is a 403, logged, and rolls everything back), parses
 and validates the body (400 for malformed JSON, 422 naming each bad field), and turns
@@ -220,7 +220,9 @@ def _duplicate(exc: IntegrityError) -> bool:
     return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)
 
 
-def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def route(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler serving ``endpoint`` (see the module's docstring)."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         s = services(request)
         given = flags(request, endpoint.flags)
@@ -273,27 +275,3 @@ async def _authorise(
 def admin(need: Need) -> Need:
     """``need`` plus admin access (every endpoint but the self-service ones)."""
     return replace(need, admin_access=True)
-
-
-def add(app: web.Application) -> None:
-    from gateway import (
-        api_access,
-        api_conversations,
-        api_imports,
-        api_live,
-        api_members,
-        api_qualifications,
-        openapi,
-    )
-
-    endpoints = [
-        *api_members.ENDPOINTS,
-        *api_conversations.ENDPOINTS,
-        *api_imports.ENDPOINTS,
-        *api_access.ENDPOINTS,
-        *api_live.ENDPOINTS,
-        *api_qualifications.ENDPOINTS,
-    ]
-    for endpoint in endpoints:
-        app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))
-    app.router.add_get("/api/openapi.json", openapi.handler(endpoints))
