@@ -6,7 +6,8 @@ work queue, one message per sender key at a time, in arrival order: ``prepare`` 
 members, opens conversations and records the messages; the agent runs; ``finish`` writes
 the replies to the outbox in the same transaction that marks the message done. A crash
 before that commit leaves the message pending and it is processed again; the outbox key
-makes the re-run send nothing twice.
+makes the re-run send nothing twice. What a finished turn writes (effects and replies) is
+``gateway.turns``.
 
 Every step works on batches (``gateway.batcher``): concurrent webhooks share one
 insert, concurrent turns share one finishing transaction, and a batch of keys is
@@ -19,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -28,10 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agents.base import MemberFacts, TurnInput, TurnResult
 from agents.workflows import WorkflowState
 from channels.base import InboundMessage, Publisher
-from escalation import handoffs
 from escalation.presence import MemoryPresence, Presence
 from escalation.settings import BusinessHoursTable
-from escalation.triggers import TriggerSettings, count_unhelped, keyword_escalation
+from escalation.triggers import keyword_escalation
 from gateway import conversations, opt_outs
 from gateway.batcher import Batcher
 from gateway.bus import WorkQueue
@@ -40,20 +40,18 @@ from gateway.live import Live
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.teamwork import Teamwork
-from people import answers, members
+from gateway.turns import Turn, apply_effects, write_replies
+from people import members
 from people.roles import load_book
-from store import outbox
-from store.engine import insert, insert_rows
+from store.engine import insert
 from store.models import (
     Conversation,
-    Handoff,
     Inbound,
     Member,
-    Message,
     table_of,
     utcnow,
 )
-from store.payloads import InboundExtras, InboundKind, OutboxPayload, StoredAttachment
+from store.payloads import InboundExtras, InboundKind, StoredAttachment
 
 log = logging.getLogger(__name__)
 
@@ -70,24 +68,6 @@ class Accepted:
 
     inbound_id: int | None
     duplicate: bool
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One stored message, ready for its agent turn."""
-
-    inbound_id: int
-    key: str
-    conversation_id: int
-    member_id: int
-    channel: str
-    inbox: str
-    to: str
-    agent: str
-    status: str
-    input: TurnInput
-    answer: bool = True  # False: record the message, send no agent reply
-    reply_context: dict[str, str] = field(default_factory=dict)
 
 
 async def _oldest_pending(session: AsyncSession, keys: Sequence[str]) -> list[Inbound]:
@@ -108,45 +88,6 @@ def _facts(member: Member) -> MemberFacts:
         id=member.id, kind=member.kind, role=member.role, name=member.name,
         email=member.email, phone=member.phone, data=dict(member.data or {}),
     )  # fmt: skip
-
-
-async def _apply_effects(
-    session: AsyncSession, turn: Turn, result: TurnResult, triggers: TriggerSettings
-) -> Handoff | None:
-    """What a turn did besides replying: answers, workflow position, a handoff; the handoff
-    if this turn opened one (not one already open)."""
-    if result.collected:
-        await answers.record(session, turn.member_id, result.collected, result.field_types)
-    stalled = triggers.turns_without_progress
-    if result.workflow is None and result.escalation is None and stalled is None:
-        return None
-    conversation = await session.get(Conversation, turn.conversation_id)
-    if conversation is None:
-        return None
-    if stalled is not None and result.escalation is None:
-        data = dict(conversation.data or {})
-        escalation = count_unhelped(triggers, data, bool(result.meta.get("unanswered")))
-        conversation.data = data
-        if escalation is not None:
-            result = replace(result, escalation=escalation)
-    if result.workflow is not None:
-        state = result.workflow.state
-        data = {k: v for k, v in (conversation.data or {}).items() if k != "workflow"}
-        if state is not None:
-            data["workflow"] = state.to_json()
-        conversation.data = data
-        if state is not None or result.escalation is None:
-            # A workflow that ends by handing off keeps its name on the conversation:
-            # routing offers it to operators qualified for that workflow.
-            conversation.workflow = state.workflow if state is not None else None
-    if result.escalation is not None and result.escalation.workflow is not None:
-        conversation.workflow = result.escalation.workflow
-    if result.escalation is not None:
-        handoff, opened = await handoffs.request(
-            session, conversation, result.escalation.reason, result.escalation.trigger
-        )
-        return handoff if opened else None
-    return None
 
 
 def queue_key(message: InboundMessage) -> str:
@@ -374,13 +315,13 @@ class Pipeline:
                     escalation = keyword_escalation(triggers, turn.input.text)
                     if escalation is not None:
                         result = replace(result, escalation=escalation)
-                handoff = await _apply_effects(session, turn, result, triggers) if result else None
+                handoff = await apply_effects(session, turn, result, triggers) if result else None
                 if result is not None and handoff is not None:
                     result = await self._team.handed_off(session, turn, result, handoff)
                     if self.live.enabled:
                         routed.append(handoff.id)  # offered to an operator, or notified
                 told.append((turn, result))
-            await self._write_replies(session, told)
+            await write_replies(session, self._settings, told)
         self.live.route_soon(routed)
         return [None] * len(items)
 
@@ -402,66 +343,6 @@ class Pipeline:
             log.info("%s agent replies dropped: a person took the conversation",
                      len(finished) - len(kept))  # fmt: skip
         return kept
-
-    async def _write_replies(
-        self, session: AsyncSession, finished: Sequence[tuple[Turn, TurnResult | None]]
-    ) -> None:
-        replies = []
-        for turn, result in finished:
-            if result is None:
-                continue
-            texts = list(result.replies) or ([""] if result.actions else [])
-            if len(texts) > 1 and self._settings.channel(turn.channel).joins_replies():
-                texts = ["\n\n".join(texts)]
-            for index, text in enumerate(texts):
-                # Call controls travel with the last row (one with no text when nothing is said).
-                replies.append(
-                    (turn, index, text, result.actions if index == len(texts) - 1 else ())
-                )
-        if not replies:
-            return
-        now = utcnow()
-        ids = await insert_rows(
-            session,
-            Message,
-            [
-                {
-                    "conversation_id": turn.conversation_id,
-                    "direction": "out",
-                    "author": "agent",
-                    "author_name": turn.agent,
-                    "text": text,
-                    "status": "pending",
-                    "created_at": now,
-                }
-                for turn, _, text, _ in replies
-            ],
-        )
-        inline = {
-            t.channel: self._settings.channel(t.channel).replies_inline() for t, *_ in replies
-        }
-        await outbox.enqueue_many(
-            session,
-            [
-                outbox.row(
-                    f"reply:{turn.inbound_id}:{index}",
-                    channel=turn.channel,
-                    inbox=turn.inbox,
-                    to=turn.to,
-                    payload=OutboxPayload(
-                        text=text,
-                        author="agent",
-                        name=turn.agent,
-                        context=turn.reply_context,
-                        actions=list(actions),
-                    ),
-                    message_id=message_id,
-                    status="held" if inline[turn.channel] else "pending",
-                    now=now,
-                )
-                for (turn, index, text, actions), message_id in zip(replies, ids, strict=True)
-            ],
-        )
 
     async def climb(self) -> None:
         """Run the notification ladders' steps that are due."""

@@ -17,8 +17,9 @@ import time
 from agents.runtime import Runtime
 from gateway.bus import WorkQueue
 from gateway.metrics import Metrics
-from gateway.pipeline import Pipeline, Turn
+from gateway.pipeline import Pipeline
 from gateway.supervisor import Supervisor
+from gateway.turns import Turn
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ from store.payloads import InboundExtras, OutboxPayload, Voicemail
 LADDER_BATCH = 200
 LADDER_GRACE = 60.0  # seconds past a ladder's last step that it is still looked at
 
-if TYPE_CHECKING:  # the pipeline imports this module; Turn is its type
+if TYPE_CHECKING:
     from gateway.live import Live
-    from gateway.pipeline import Turn
+    from gateway.turns import Turn
 
 
 class Teamwork:
