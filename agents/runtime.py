@@ -24,7 +24,8 @@ from agents.abilities import AbilityContext, AbilityResult, Count
 from agents.base import EscalationRequest, TurnInput, TurnResult
 from agents.embedded import EmbeddedModel
 from agents.settings import AgentSettings
-from agents.workflows import AbilityCall, Engine, WorkflowSettings
+from agents.workflow_steps import WorkflowSettings
+from agents.workflows import AbilityCall, Engine
 from people.cel import CelFailed, CelRunner
 from store.errors import ConfigError
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agents.settings import AgentSettings, check_model
-from agents.workflows import UseAbility, WorkflowSettings
+from agents.workflow_steps import UseAbility, WorkflowSettings
 from channels.base import ChannelSettings
 from people.qualifications import QualificationSettings, language_models, unknown_workflows
 from store.errors import ErrorDetail, repeats

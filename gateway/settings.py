@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 import channels
 from agents.settings import AgentSettings
-from agents.workflows import WorkflowSettings
+from agents.workflow_steps import WorkflowSettings
 from channels.base import ChannelSettings
 from escalation.settings import EscalationSettings
 from gateway.cross_references import Parts, cross_check
