@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from store.errors import ValidationFailed
 from store.payloads import CallAction, InboundKind
-from store.text import find_nul
+from store.text import NUL, find_unstorable
 
 IdentityKind = Literal["phone", "email", "slack", "webchat"]
 # What a whole message means as a carrier keyword: stop messaging me, start again, help.
@@ -54,11 +54,15 @@ def refuse_nul(value: object, where: str) -> None:
     """
     # SECURITY: one check for every door, so that no channel accepts what another refuses.
     if isinstance(value, bytes | bytearray):
-        found = where if b"\x00" in value else None
+        found = (where, NUL) if b"\x00" in value else None
     else:
-        found = find_nul(value, where)
-    if found is not None:
-        raise ValidationFailed(f"{found} contains a NUL character, which is not accepted")
+        found = find_unstorable(value, where)
+    if found is None:
+        return
+    path, why = found
+    if why == NUL:
+        raise ValidationFailed(f"{path} contains a NUL character, which is not accepted")
+    raise ValidationFailed(f"{path} holds {why}, which is not accepted")
 
 
 @dataclass(frozen=True)

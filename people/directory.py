@@ -8,6 +8,7 @@ filterable (when asked for) but get no notifications.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +25,9 @@ from store.models import Identity, Label, Member
 Kind = Literal["team", "contact", "anonymous"]
 MAX_LABELS = 100
 MAX_DATA_BYTES = 64 * 1024
+
+
+DATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a top-level data key: a CSV column data.<key>
 
 
 class Notify(BaseModel):
@@ -60,6 +64,19 @@ class MemberFields(BaseModel):
             # the CSV's labels cell is ;-separated: such a label would not export and re-import
             raise ValueError("a label may not contain ';'")
         return sorted(set(cleaned))
+
+    @field_validator("data")
+    @classmethod
+    def _data_keys(cls, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Each top-level key is a CSV column (data.<key>): one the import would refuse could
+        # be set here but never re-imported from an export.
+        bad = [key for key in data or {} if not DATA_KEY.fullmatch(key)]
+        if bad:
+            raise ValueError(
+                f"data keys are 1 to 64 letters, digits, '_' or '-' (not {bad[0]!r}): each is "
+                "a CSV column data.<key>"
+            )
+        return data
 
     @field_validator("name")
     @classmethod

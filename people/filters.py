@@ -48,7 +48,7 @@ from people._data_values import COMPARE as _COMPARE
 from people._data_values import DataField, fold, fold_value, to_moment
 from store.errors import ErrorDetail, ValidationFailed
 from store.models import Label, Member
-from store.text import find_nul
+from store.text import NUL, find_unstorable
 
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "contains", "startswith", "exists", "within",
        "before", "after")  # fmt: skip
@@ -134,8 +134,10 @@ class _Compiler:
         if "value" not in raw:
             return self.fail(_join(path, "value"), f"'{op}' needs a value")
         value = raw["value"]
-        if find_nul(value) is not None:
-            return self.fail(_join(path, "value"), "text may not contain NUL characters")
+        found = find_unstorable(value)
+        if found is not None:
+            why = "text may not contain NUL characters" if found[1] == NUL else f"holds {found[1]}"
+            return self.fail(_join(path, "value"), why)
         if isinstance(name, str) and name.startswith("data."):
             return self.data(name, str(op), value, _join(path, "value"), _join(path, "field"))
         if name not in FIELDS:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +47,17 @@ class Importer:
             return f"unknown role '{name}' (valid: {', '.join(self.roles.names())})"
         return may_grant(self.role_name, self.role, name, self.roles.get(name))
 
-    def refuse_member(self, member: Member, row: Row) -> str | None:
+    def refuse_member(
+        self, member: Member, row: Row, planned: Mapping[str, Any] | None = None
+    ) -> str | None:
         """Why this row may not change ``member`` (stronger than the importer), or may not
-        leave it holding its role as its kind (``people.roles.kind_refusal``)."""
+        leave it holding its role as its kind (``people.roles.kind_refusal``). ``planned``:
+        what earlier rows of the same batch already set on it (not written yet)."""
         why = may_manage(self.role_name, self.role, member.role, self.roles.get(member.role))
-        kind = row.kind or ("contact" if member.kind == "anonymous" else member.kind)
-        return why or self.refuse_kind(kind, row.role or member.role)
+        kind_now = (planned or {}).get("kind") or member.kind
+        role_now = (planned or {}).get("role") or member.role
+        kind = row.kind or ("contact" if kind_now == "anonymous" else kind_now)
+        return why or self.refuse_kind(kind, row.role or role_now)
 
     def refuse_kind(self, kind: str, role: str) -> str | None:
         return kind_refusal(kind, role, self.roles.get(role))
@@ -161,12 +166,21 @@ async def _apply(
             counts["updated"] += 1  # dry run: folds into a member an earlier batch created
         elif matches:
             member = current[matches.pop()]
-            refusal = importer.refuse_member(member, row)
+            if row.kind == "anonymous" and member.kind != "anonymous":
+                errors.append(
+                    RowError(row.number, "kind", "a known member cannot become anonymous")
+                )
+                continue
+            refusal = importer.refuse_member(member, row, plan.changed.get(member.id))
             if refusal is not None:
                 errors.append(RowError(row.number, "role", refusal))
                 continue
             changed = _changes(member, labels[member.id], row, plan, addresses, owners)
             counts["updated" if changed else "unchanged"] += 1
+        elif row.kind == "anonymous":
+            why = "anonymous members are made by channels, not imported (an export lists them)"
+            errors.append(RowError(row.number, "kind", why))
+            continue
         elif twin is not None:
             refusal = importer.refuse_kind(row.kind or twin.kind or "contact",
                                            row.role or twin.role or "contact")  # fmt: skip

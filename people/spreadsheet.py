@@ -35,10 +35,11 @@ from people.directory import views
 from people.identities import to_e164, to_email
 from store.errors import ValidationFailed
 from store.models import Member
+from store.text import find_unstorable
 
 STANDARD = ("email", "phone", "name", "kind", "role", "labels", "notify_sms", "notify_email",
             "notify_voice")  # fmt: skip
-KINDS = ("team", "contact")
+KINDS = ("team", "contact", "anonymous")  # anonymous: only to leave one as it is
 TRUE = {"true", "yes", "1"}
 FALSE = {"false", "no", "0"}
 MAX_FIELD = 64 * 1024
@@ -260,7 +261,11 @@ def _set(row: Row, column: str, value: str, region: str) -> str | None:
                 return f"'{value}' is not a boolean (true/false/yes/no/1/0)"
             row.notify[column.removeprefix("notify_")] = flag
         else:
-            row.data[column.removeprefix("data.")] = to_data_value(value)
+            data = to_data_value(value)
+            found = find_unstorable(data)
+            if found is not None:  # a JSON cell's escapes (\u0000, \ud800) decode to these
+                return f"holds {found[1]}" + (f" at {found[0]}" if found[0] != "body" else "")
+            row.data[column.removeprefix("data.")] = data
     except ValidationFailed as exc:
         return exc.message
     return None

@@ -1,26 +1,58 @@
-"""What text the store can hold."""
+"""What text (and JSON) the store can hold.
+
+PostgreSQL cannot store a NUL character in text or jsonb, nor a lone UTF-16 surrogate
+(``"\\ud800"`` in JSON decodes to one: it is not UTF-8 text), nor NaN or Infinity in
+jsonb; SQLite stores them and gives them back as something that is not JSON. Every door
+refuses them, so both back ends hold the same data.
+"""
 
 from __future__ import annotations
 
+import math
 
-def find_nul(value: object, path: str = "") -> str | None:
-    """The path of the first string (or key) in parsed JSON holding a NUL character.
+NUL = "NUL"
+SURROGATE = "a lone surrogate (not UTF-8 text)"
+NOT_FINITE = "not a finite number"
 
-    PostgreSQL cannot store NUL in text or jsonb, so it is refused at the door.
-    """
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored (``NUL``, ``SURROGATE``), or None."""
+    if "\x00" in text:
+        return NUL
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return SURROGATE
+    return None
+
+
+def find_unstorable(value: object, path: str = "") -> tuple[str, str] | None:
+    """The path of the first string (or key) or number in parsed JSON that the store
+    cannot hold, and why (``NUL``, ``SURROGATE``, ``NOT_FINITE``); None when all is well."""
     if isinstance(value, str):
-        return path or "body" if "\x00" in value else None
+        why = text_problem(value)
+        return (path or "body", why) if why else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return (path or "body", NOT_FINITE)
     if isinstance(value, dict):
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return where
-            found = find_nul(item, where)
+            why = text_problem(str(key))
+            if why:
+                return (where, why)
+            found = find_unstorable(item, where)
             if found:
                 return found
     if isinstance(value, list):
         for index, item in enumerate(value):
-            found = find_nul(item, f"{path}[{index}]")
+            found = find_unstorable(item, f"{path}[{index}]")
             if found:
                 return found
     return None
+
+
+def find_nul(value: object, path: str = "") -> str | None:
+    """The path of the first value in parsed JSON the store cannot hold (a NUL character
+    most often; see ``find_unstorable`` for why), or None."""
+    found = find_unstorable(value, path)
+    return found[0] if found else None

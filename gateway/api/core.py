@@ -40,7 +40,7 @@ from store.errors import (
     own_errors,
 )
 from store.models import Member
-from store.text import find_nul
+from store.text import NUL, find_unstorable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,14 @@ class Actor:
         return allows(self.role, need)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_json(text: str) -> Any:
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
 @dataclass
 class Call:
     """One API request in progress: who, in which transaction, with which roles."""
@@ -96,15 +104,19 @@ class Call:
         return parse_id(self.request.match_info[name], what)
 
     async def json(self) -> Any:
-        """The body as JSON (400 if it is not; 422 for a NUL character anywhere in it)."""
+        """The body as strict JSON (400 if it is not: NaN and Infinity are not JSON); 422
+        for what the store cannot hold anywhere in it (a NUL character, a lone surrogate)."""
         try:
-            raw = await self.request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raw = await self.request.json(loads=_strict_json)
+        except (ValueError, UnicodeDecodeError) as exc:
             raise ValidationFailed(f"the body is not JSON: {exc}") from exc
-        nul = find_nul(raw)
-        if nul is not None:
-            raise Unprocessable("text may not contain NUL characters", [ErrorDetail(nul, "NUL")])
-        return raw
+        found = find_unstorable(raw)
+        if found is None:
+            return raw
+        path, why = found
+        if why == NUL:
+            raise Unprocessable("text may not contain NUL characters", [ErrorDetail(path, why)])
+        raise Unprocessable(f"the body holds {why}", [ErrorDetail(path, why)])
 
     async def body(self, model: type[B], **fixed: Any) -> B:
         """The body as ``model``; ``fixed`` fields (from the path) override the body's."""

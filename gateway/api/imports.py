@@ -108,17 +108,27 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
         async for chunk in request.content.iter_chunked(CHUNK):
             yield chunk
         return
+    found = False
     try:
         reader = await request.multipart()
         async for part in reader:
-            if isinstance(part, BodyPartReader) and part.name == "file":
-                while chunk := await part.read_chunk(CHUNK):
-                    yield chunk
-                return
+            if not isinstance(part, BodyPartReader) or part.name != "file" or found:
+                # An option sent as a form field (dry_run) would be ignored: refuse it.
+                name = part.name if isinstance(part, BodyPartReader) else None
+                raise ValidationFailed(
+                    f"unexpected form field {name!r}: send the CSV as the one 'file' field, "
+                    "and options as query parameters (?dry_run=true)"
+                )
+            found = True
+            while chunk := await part.read_chunk(CHUNK):
+                yield chunk
     except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:
+        if isinstance(exc, ValidationFailed):
+            raise
         # aiohttp's multipart parser reports a malformed body with these
         raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
-    raise ValidationFailed("the multipart body has no 'file' field")
+    if not found:
+        raise ValidationFailed("the multipart body has no 'file' field")
 
 
 def import_json(record: Import, errors: list[ImportRowError]) -> dict[str, Any]:

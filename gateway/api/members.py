@@ -84,13 +84,26 @@ def _check_grant(call: Call, role: str) -> None:
 def guard(call: Call, target: Member) -> None:
     """Refuse (403) unless the caller may act on ``target``: only with a role at least as
     strong as ``target``'s (``people.roles.may_manage``). Every endpoint that changes a
-    member, or moves an identity onto or off it, calls this for each member it changes."""
+    member, or moves an identity onto or off it, calls this for each member it changes.
+
+    A member merged into another is refused (409) whoever asks: it resolves to the member
+    it was merged into, so what changed it (an identity) would change that member, whose
+    role this check would never have seen."""
+    _not_merged(target)
     actor = call.actor
     why = may_manage(actor.role_name, actor.role, target.role, call.roles.get(target.role))
     if why is not None:
         log.warning("member %s (%s) denied changing member %s: %s",
                     call.actor.id, call.actor.role_name, target.id, why)  # fmt: skip
         raise PermissionDenied(why)
+
+
+def _not_merged(member: Member) -> None:
+    if member.merged_into is not None:
+        raise Conflict(
+            f"member {member.id} was merged into member {member.merged_into}; "
+            "change that member instead"
+        )
 
 
 def _check_kind(call: Call, kind: str, role: str) -> None:
@@ -117,6 +130,7 @@ async def create_member(call: Call) -> web.Response:
 async def update_member(call: Call) -> dict[str, Any]:
     member = await visible_member(call, call.path_id(what="member"))
     fields = await call.body(MemberFields)
+    _not_merged(member)
     named = fields.model_fields_set
     own_only = member.id == call.actor.id and named <= SELF_FIELDS
     if not own_only:
@@ -139,8 +153,6 @@ async def _set_archived(call: Call, archived: bool) -> dict[str, Any]:
     guard(call, member)
     if member.id == call.actor.id and archived:
         raise Conflict("you cannot archive yourself")
-    if member.merged_into is not None:
-        raise Conflict(f"member {member.id} was merged into member {member.merged_into}")
     member.archived = archived
     await call.session.flush()
     call.after_commit.append(call.services.pipeline.live.forget_roles)
