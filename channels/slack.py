@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -72,6 +71,7 @@ from store.errors import (
     ValidationFailed,
 )
 from store.payloads import InboundKind
+from store.text import loads_json
 
 DM_INBOX = "dm"
 EVENTS = "/channels/slack/events"
@@ -160,7 +160,7 @@ class SlackChannel:
                 raise ValidationFailed(f"a slash command's body is a form ({FORM})")
             return text
         try:
-            body = json.loads(text)
+            body = loads_json(text)
         except ValueError as exc:
             raise ValidationFailed(f"the body is not JSON: {exc}") from None
         if not isinstance(body, dict):

@@ -31,6 +31,7 @@ from channels.base import (
 )
 from people.identities import is_visitor_id
 from store.errors import ValidationFailed
+from store.text import loads_json
 
 TOPIC = "webchat"
 INBOX = "webchat"
@@ -68,9 +69,11 @@ def new_visitor_id() -> str:
 def parse_frame(data: str, max_text_chars: int) -> Hello | ChatText:
     """One client frame; ``ValidationFailed`` says what is wrong with it."""
     try:
-        frame = json.loads(data)
+        frame = loads_json(data)
     except json.JSONDecodeError as exc:
         raise ValidationFailed(f"frame is not JSON: {exc.msg} at {exc.pos}") from exc
+    except ValueError as exc:
+        raise ValidationFailed(f"frame is not JSON: {exc}") from exc
     if not isinstance(frame, dict):
         raise ValidationFailed("frame must be a JSON object")
     refuse_nul(frame, "frame")

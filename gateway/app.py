@@ -214,13 +214,11 @@ async def _route(s: Services, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=ROUTE_SECONDS)
             return
-        try:
-            if live.enabled:
-                await live.release_absent()
-                await live.route_queued()
-            await s.pipeline.climb()
-        except Exception:
-            log.exception("routing pass failed; next in %ss", ROUTE_SECONDS)
+        # A failing pass is the supervisor's to log, count and restart (readiness says so).
+        if live.enabled:
+            await live.release_absent()
+            await live.route_queued()
+        await s.pipeline.climb()
 
 
 async def _checkpoint(path: str, stop: asyncio.Event) -> None:
@@ -242,18 +240,9 @@ async def _sweep(s: Services, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
             return
-        try:
-            keys = await s.pipeline.pending_keys(older_than=timedelta(seconds=interval))
-        except Exception:
-            log.exception("could not look for stranded messages; next sweep in %ss", interval)
-            continue
+        # A failure is the supervisor's to log, count and restart (readiness says so).
+        keys = await s.pipeline.pending_keys(older_than=timedelta(seconds=interval))
         for key in keys:
             await s.pipeline.enqueue(key)
-        try:
-            await s.examinations.sweep(older_than=STALE)
-        except Exception:
-            log.exception("could not grade what was left ungraded; next sweep in %ss", interval)
-        try:
-            await imports.sweep(s)
-        except Exception:
-            log.exception("could not look for stranded imports; next sweep in %ss", interval)
+        await s.examinations.sweep(older_than=STALE)
+        await imports.sweep(s)

@@ -78,6 +78,7 @@ class Deliverer:
         self._slots = asyncio.Semaphore(max(settings.workers, 1))
         self._next_retry: datetime | None = None
         self._defer = defer
+        self._in_doubt: dict[tuple[str, str], asyncio.Lock] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -92,11 +93,9 @@ class Deliverer:
         await self._recall_next_due()
         while not self._stopping:
             self._wake.clear()
-            try:
-                claimed = await self._claim()
-            except Exception:
-                log.exception("could not read the outbox; trying again shortly")
-                claimed = []
+            # A failure here (the store away) is the supervisor's: logged, counted, the
+            # loop restarted after a backoff, and the process unready meanwhile.
+            claimed = await self._claim()
             for due in claimed:
                 await self._slots.acquire()
                 if self._stopping:  # leased but not sent: the lease runs out, then it is resent
@@ -158,14 +157,25 @@ class Deliverer:
 
     async def _send_one(self, due: outbox.Due) -> None:
         try:
-            outcome = await self._deliver(due)
-            try:
-                await self._record(outcome)
-            except Exception:
-                # Its lease runs out and it is claimed again, in doubt: a send is looked up.
-                log.exception("could not record the delivery of %s", due.key)
+            if due.unsure_since is None:
+                await self._send_and_record(due)
+                return
+            # Rows in doubt to one address are looked up and recorded one at a time: two
+            # with the same text would otherwise both claim the one message the provider
+            # has, and one would never be sent. (Across processes the window remains.)
+            lock = self._in_doubt.setdefault((due.channel, due.to_address), asyncio.Lock())
+            async with lock:  # kept: rows in doubt are few (a crash's or a timeout's)
+                await self._send_and_record(due)
         finally:
             self._slots.release()
+
+    async def _send_and_record(self, due: outbox.Due) -> None:
+        outcome = await self._deliver(due)
+        try:
+            await self._record(outcome)
+        except Exception:
+            # Its lease runs out and it is claimed again, in doubt: a send is looked up.
+            log.exception("could not record the delivery of %s", due.key)
 
     async def _deliver(self, due: outbox.Due) -> outbox.Sent | _Failure | _Waiting:
         context = dict(due.payload.context)

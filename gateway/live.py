@@ -27,6 +27,7 @@ from gateway.dispatch import ROUTE_BATCH, TOPIC, Dispatcher
 from people import members
 from people.qualifications import catalog, qualified_by_workflow
 from people.roles import Need, RoleBook, allows, load_book
+from store import consents
 from store.engine import insert_rows
 from store.models import Conversation, Handoff, Inbound, Member, Message, utcnow
 
@@ -141,7 +142,22 @@ class Live(Dispatcher):
         return route.sent
 
     async def _route(self, session: AsyncSession, conversation: Conversation) -> _Route | Refused:
-        """How an operator's reply reaches the customer of ``conversation``, or why it can't."""
+        """How an operator's reply reaches the customer of ``conversation``, or why it can't
+        (its channel cannot deliver it, or the customer opted out of that channel)."""
+        route = await self._way(session, conversation)
+        if isinstance(route, Refused):
+            return route
+        address = (route.sent.channel, route.last.sender)
+        consent = (await consents.opted_out(session, [address])).get(address)
+        if consent is None:
+            return route
+        return Refused(
+            f"the customer opted out of {route.sent.channel} messages ('{consent.text.strip()}' "
+            f"at {consent.created_at.isoformat(timespec='seconds')}): the reply would not be sent"
+        )
+
+    async def _way(self, session: AsyncSession, conversation: Conversation) -> _Route | Refused:
+        """The channel an operator's reply would go out on."""
         last = await conversations.last_inbound(session, conversation)
         if last is None:
             return Refused("the customer has not written yet; there is nowhere to reply")

@@ -19,7 +19,6 @@ by the supervisor: if one fails it is logged, counted and started again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -108,9 +107,7 @@ class RedisPubSub:
 
     async def close(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await self._supervisor.end("redis-pubsub-reader")
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
@@ -193,9 +190,7 @@ class RedisWorkQueue:
 
     async def close(self) -> None:
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            await self._supervisor.end("lease-refresher")
         await self.release(list(self._held))
         await self._blocking.aclose()
 

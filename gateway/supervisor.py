@@ -16,6 +16,7 @@ Two kinds of work live here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -39,6 +40,7 @@ class Supervisor:
         self._down: set[str] = set()
         self._required: set[str] = set()
         self._cancel_on_stop: set[str] = set()
+        self._ending: set[str] = set()
         self._metrics = metrics
         self._stopping = asyncio.Event()
 
@@ -94,6 +96,16 @@ class Supervisor:
             started = time.monotonic()
             try:
                 await run()
+            except asyncio.CancelledError:
+                if self._stopping.is_set() or name in self._ending:
+                    raise  # ended on purpose: by ``stop`` or ``end``
+                # A cancellation nobody asked for (a library's leaking out, or a stray
+                # ``cancel``): the loop is dead all the same, so it is a failure.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                log.error("loop %s was cancelled while running; restarting in %.1fs",
+                          name, backoff, exc_info=True)  # fmt: skip
             except Exception:
                 if self._stopping.is_set():
                     log.warning("loop %s failed while stopping", name, exc_info=True)
@@ -115,6 +127,18 @@ class Supervisor:
                 pass
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             self._set_up(name, True)
+
+    async def end(self, name: str) -> None:
+        """End the kept loop ``name`` on purpose (its owner is closing): it is cancelled,
+        not restarted, and no longer counts for readiness."""
+        task = self._loops.get(name)
+        if task is None or task.done():
+            return
+        self._ending.add(name)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._ending.discard(name)
 
     def _set_up(self, name: str, up: bool) -> None:
         if up:

@@ -18,6 +18,7 @@ from store import outbox
 from store.engine import insert_rows
 from store.models import Conversation, Handoff, Message, utcnow
 from store.payloads import OutboxPayload
+from store.text import storable
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ async def write_replies(
     for turn, result in finished:
         if result is None:
             continue
-        texts = list(result.replies) or ([""] if result.actions else [])
+        # A model's output, whatever it holds, is made storable (NUL dropped).
+        texts = [storable(t) for t in result.replies] or ([""] if result.actions else [])
         if len(texts) > 1 and settings.channel(turn.channel).joins_replies():
             texts = ["\n\n".join(texts)]
         for index, text in enumerate(texts):

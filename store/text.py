@@ -8,7 +8,9 @@ refuses them, so both back ends hold the same data.
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 NUL = "NUL"
 SURROGATE = "a lone surrogate (not UTF-8 text)"
@@ -56,3 +58,42 @@ def find_nul(value: object, path: str = "") -> str | None:
     most often; see ``find_unstorable`` for why), or None."""
     found = find_unstorable(value, path)
     return found[0] if found else None
+
+
+def storable(text: str) -> str:
+    """``text`` without what the store cannot hold (NUL characters dropped, lone surrogates
+    replaced): for what we produce ourselves, such as a model's reply, never for input."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+MAX_DEPTH = 64  # deeper JSON is refused: nothing we take nests so deep, and code that
+# walks it (filters, validation) would run out of stack
+
+
+def loads_json(text: str | bytes) -> Any:
+    """Strict JSON as every door reads it: ``ValueError`` (a sentence) for what is not
+    JSON -- NaN and Infinity included -- or nests deeper than ``MAX_DEPTH``."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, level = 0, [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                level.extend(
+                    (v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)
+                )
+    return deepest

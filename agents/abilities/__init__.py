@@ -28,6 +28,7 @@ from agents.base import EscalationRequest, MemberFacts
 from people.roles import Need, Role, allows
 from store.errors import own_errors
 from store.payloads import CallAction
+from store.text import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,13 @@ async def call(
         log.exception("ability %s failed for conversation %s", name, context.conversation_id)
         count(name, "failed")
         return AbilityResult(f"{name} failed ({type(exc).__name__}).", refused=True)
+    problem = text_problem(result.text)
+    if problem is not None:
+        # A tool answered something the store cannot hold: said to the customer or kept in
+        # the transcript it would fail the turn on PostgreSQL (and be cut on SQLite).
+        log.warning("ability %s answered with %s; refused", name, problem)
+        count(name, "failed")
+        return AbilityResult(f"{name} failed (its answer holds {problem}).", refused=True)
     count(name, "refused" if result.refused else "ok")
     log.info("ability %s ran for conversation %s%s", name, context.conversation_id,
              " (refused)" if result.refused else "")  # fmt: skip

@@ -14,7 +14,6 @@ caller may not see is a 404, never a 403 (no endpoint reveals what exists).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -40,7 +39,7 @@ from store.errors import (
     own_errors,
 )
 from store.models import Member
-from store.text import NUL, find_unstorable
+from store.text import NUL, find_unstorable, loads_json
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +70,6 @@ class Actor:
         return allows(self.role, need)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _strict_json(text: str) -> Any:
-    return json.loads(text, parse_constant=_refuse_constant)
-
-
 @dataclass
 class Call:
     """One API request in progress: who, in which transaction, with which roles."""
@@ -107,7 +98,7 @@ class Call:
         """The body as strict JSON (400 if it is not: NaN and Infinity are not JSON); 422
         for what the store cannot hold anywhere in it (a NUL character, a lone surrogate)."""
         try:
-            raw = await self.request.json(loads=_strict_json)
+            raw = await self.request.json(loads=loads_json)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValidationFailed(f"the body is not JSON: {exc}") from exc
         found = find_unstorable(raw)
@@ -202,6 +193,8 @@ def page(request: web.Request) -> tuple[int, int]:
         raise ValidationFailed("limit and cursor must be integers") from None
     if not 0 < limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be 1 to {MAX_PAGE}")
+    if cursor >= 2**63:
+        raise ValidationFailed("cursor is not one this API gave out")
     return limit, max(cursor, 0)
 
 

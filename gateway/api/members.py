@@ -22,6 +22,7 @@ from people.identities import normalise
 from people.roles import Need, kind_refusal, may_grant, may_manage
 from store.errors import Conflict, ErrorDetail, NotFound, PermissionDenied, ValidationFailed
 from store.models import Member, MemberMerge
+from store.text import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -255,10 +256,11 @@ def _cursor(raw: str | None) -> list[Any] | None:
     if not raw:
         return None
     try:
-        value = json.loads(base64.urlsafe_b64decode(raw.encode()))
+        value = loads_json(base64.urlsafe_b64decode(raw.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ValidationFailed("cursor is not one this API gave out") from None
-    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)):
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+            and 0 <= value[1] < 2**63):  # fmt: skip
         raise ValidationFailed("cursor is not one this API gave out")
     return value
 
@@ -326,7 +328,7 @@ async def list_members(call: Call) -> dict[str, Any]:
 async def export_members(call: Call) -> web.StreamResponse:
     raw = call.request.query.get("filter")
     try:
-        condition = json.loads(raw) if raw else None
+        condition = loads_json(raw) if raw else None
     except ValueError:
         raise ValidationFailed("filter is not JSON") from None
     response = web.StreamResponse(

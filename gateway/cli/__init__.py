@@ -118,6 +118,10 @@ def check_config(path: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
+        if args.path and args.config and args.path != args.config:
+            print(f"two files given: {args.path} and --config {args.config}; give one",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         return check_config(
             args.path or args.config or os.environ.get("FRONTDESK_CONFIG") or DEFAULT_CONFIG
         )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from people import credentials
 from people.roles import allows, load_book
 from store.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from store.models import ApiToken, Member, utcnow
+from store.text import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ async def sign_in(request: web.Request) -> web.Response:
     """``POST /api/sessions``: ``{"email", "password"}`` -> 201 ``{"token", "member"}``."""
     s = services(request)
     try:
-        body = SignIn.model_validate(await request.json())
-    except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
+        body = SignIn.model_validate(await request.json(loads=loads_json))
+    except (ValueError, UnicodeDecodeError, ValidationError) as exc:
         raise ValidationFailed('send {"email": ..., "password": ...}') from exc
     attempts, key = request.app[ATTEMPTS], body.email.strip().lower()
     if attempts.blocked(key):
@@ -159,8 +159,8 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     try:
         hello = await ws.receive(timeout=HELLO_SECONDS)
-        frame = json.loads(hello.data) if hello.type == WSMsgType.TEXT else {}
-    except (TimeoutError, json.JSONDecodeError):
+        frame = loads_json(hello.data) if hello.type == WSMsgType.TEXT else {}
+    except (TimeoutError, ValueError):
         frame = {}
     if not isinstance(frame, dict):
         frame = {}

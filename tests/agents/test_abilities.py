@@ -63,6 +63,26 @@ async def test_any_exception_inside_an_ability_is_its_refusal(name: str, fault: 
     assert counted == [(name, "failed")]
 
 
+@pytest.mark.parametrize("answer", ["order 12 is \x00 shipped", "broken \ud800 text"])
+async def test_an_ability_answering_what_the_store_cannot_hold_is_its_refusal(answer: str) -> None:
+    counted: list[tuple[str, str]] = []
+    context = AbilityContext(
+        agent="receptionist", channel="sms", conversation_id=3,
+        member=MemberFacts(id=1, kind="team", role="owner"), role=BUILTIN_ROLES["owner"],
+        abilities={"custom_tool": {}},
+    )  # fmt: skip
+    ability = abilities.load("custom_tool")
+    # Fault injection: the tool answers text with a NUL or a lone surrogate.
+    with mock.patch.object(type(ability), "run", return_value=abilities.AbilityResult(answer)):
+        result = await abilities.call(
+            context, "custom_tool", VALID_ARGUMENTS["custom_tool"],
+            lambda n, o: counted.append((n, o)),
+        )  # fmt: skip
+    assert result.refused
+    assert result.text.startswith("custom_tool failed (its answer holds ")
+    assert counted == [("custom_tool", "failed")]
+
+
 class Redirecting:
     """An HTTP tool on 127.0.0.1 whose every path redirects to ``target``."""
 

@@ -157,8 +157,10 @@ async def test_a_slack_command_with_a_nul_is_a_400(doors: Gateway) -> None:
 
 @pytest.mark.parametrize(
     ("body", "said"),
-    [(b"\xff\xfe{}", "not UTF-8"), (b"{not json", "not JSON"), (b"[1, 2]", "JSON object")],
-)
+    [(b"\xff\xfe{}", "not UTF-8"), (b"{not json", "not JSON"), (b"[1, 2]", "JSON object"),
+     (b'{"type": "event_callback", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested deeper"),
+     (b'{"type": "event_callback", "x": NaN}', "NaN is not JSON")],
+)  # fmt: skip
 async def test_a_signed_slack_body_that_is_not_utf8_json_is_a_400_saying_so(
     doors: Gateway, body: bytes, said: str
 ) -> None:

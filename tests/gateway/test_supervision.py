@@ -178,3 +178,54 @@ async def test_an_smtp_listener_closed_under_the_process_listens_again(
 
     assert "8am to 6pm" in reply.get_content()
     assert restarts == 1
+
+
+async def test_a_loop_cancelled_by_nobody_who_owns_it_is_restarted_and_counted(
+    sqlite_gateway: Gateway,
+) -> None:
+    gw = sqlite_gateway
+    gw.services.supervisor._loops["processor"].cancel()  # fault injection: a stray cancel
+
+    await _answered(gw, "opening hours?", 1)
+
+    assert await _metric(gw, 'frontdesk_loop_failures_total{loop="processor"}') == 1
+
+
+async def test_a_deliverer_failing_every_pass_is_counted_and_makes_the_process_unready(
+    sqlite_gateway: Gateway,
+) -> None:
+    gw = sqlite_gateway
+    fault = RuntimeError("injected: the outbox is unreadable")
+    with mock.patch.object(gw.services.deliverer, "_claim", side_effect=fault):
+        assert (await gw.sms("opening hours?")).status == 200
+
+        async def deliverer_down() -> bool:
+            status, body = await _ready(gw)
+            return status == 503 and body["checks"]["loops"] == "down: deliverer"
+
+        await eventually(deliverer_down)
+    replies = await gw.twilio.wait_sent(1, timeout=15)
+
+    assert "8am to 6pm" in replies[0].body
+    assert await _metric(gw, 'frontdesk_loop_failures_total{loop="deliverer"}') >= 1
+
+
+async def test_a_loop_whose_body_leaks_a_cancellation_is_restarted() -> None:
+    metrics = Metrics()
+    supervisor = Supervisor(metrics)
+    second = asyncio.Event()
+    runs = 0
+
+    async def loop() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise asyncio.CancelledError  # a library's own cancellation leaking out
+        second.set()
+        await asyncio.Event().wait()
+
+    supervisor.keep("leaky", loop, cancel_on_stop=True)
+    await asyncio.wait_for(second.wait(), 10)
+    await supervisor.stop(5)
+
+    assert metrics.loop_failures.labels("leaky")._value.get() == 1
