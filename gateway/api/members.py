@@ -85,12 +85,8 @@ def _check_grant(call: Call, role: str) -> None:
 def guard(call: Call, target: Member) -> None:
     """Refuse (403) unless the caller may act on ``target``: only with a role at least as
     strong as ``target``'s (``people.roles.may_manage``). Every endpoint that changes a
-    member, or moves an identity onto or off it, calls this for each member it changes.
-
-    A member merged into another is refused (409) whoever asks: it resolves to the member
-    it was merged into, so what changed it (an identity) would change that member, whose
-    role this check would never have seen."""
-    _not_merged(target)
+    member, or moves an identity onto or off it, calls this for each member it changes
+    (and ``_not_merged`` first, except a merge, which says why in its own words)."""
     actor = call.actor
     why = may_manage(actor.role_name, actor.role, target.role, call.roles.get(target.role))
     if why is not None:
@@ -100,6 +96,9 @@ def guard(call: Call, target: Member) -> None:
 
 
 def _not_merged(member: Member) -> None:
+    """Refuse (409) to change a member merged into another, whoever asks: it resolves to
+    the member it was merged into, so what changed it (an identity) would change that
+    member, whose role ``guard`` would never have seen."""
     if member.merged_into is not None:
         raise Conflict(
             f"member {member.id} was merged into member {member.merged_into}; "
@@ -151,6 +150,7 @@ async def update_member(call: Call) -> dict[str, Any]:
 async def _set_archived(call: Call, archived: bool) -> dict[str, Any]:
     member = await visible_member(call, call.path_id(what="member"))
     call.require(MEMBERS_EDIT)
+    _not_merged(member)
     guard(call, member)
     if member.id == call.actor.id and archived:
         raise Conflict("you cannot archive yourself")
@@ -217,10 +217,12 @@ class IdentityBody(BaseModel):
 async def add_identity(call: Call) -> dict[str, Any]:
     member = await visible_member(call, call.path_id(what="member"))
     body = await call.body(IdentityBody)
+    _not_merged(member)
     guard(call, member)
     address = normalise(body.kind, body.address, call.region)
     holder = await members.by_identity(call.session, body.kind, address)
     if holder is not None and holder.id != member.id:
+        _not_merged(holder)
         guard(call, holder)  # attaching merges the two: the holder changes as well
     result = await merges.attach_identity(call.session, member, body.kind, address, call.actor.id)
     return await _json(call.session, result)
@@ -234,6 +236,7 @@ class PasswordBody(BaseModel):
 
 async def set_password(call: Call) -> None:
     member = await visible_member(call, call.path_id(what="member"))
+    _not_merged(member)
     if member.id != call.actor.id:
         call.require(MEMBERS_ADMIN)
         guard(call, member)
