@@ -101,9 +101,7 @@ class Supervisor:
                     raise  # ended on purpose: by ``stop`` or ``end``
                 # A cancellation nobody asked for (a library's leaking out, or a stray
                 # ``cancel``): the loop is dead all the same, so it is a failure.
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
+                self._uncancel()
                 log.error("loop %s was cancelled while running; restarting in %.1fs",
                           name, backoff, exc_info=True)  # fmt: skip
             except Exception:
@@ -125,8 +123,18 @@ class Supervisor:
                 return
             except TimeoutError:
                 pass
+            except asyncio.CancelledError:
+                if self._stopping.is_set() or name in self._ending:
+                    raise
+                self._uncancel()  # a stray cancel while waiting: start it again now
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             self._set_up(name, True)
+
+    @staticmethod
+    def _uncancel() -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
 
     async def end(self, name: str) -> None:
         """End the kept loop ``name`` on purpose (its owner is closing): it is cancelled,
