@@ -35,7 +35,7 @@ from people.directory import views
 from people.identities import to_e164, to_email
 from store.errors import ValidationFailed
 from store.models import Member
-from store.text import find_unstorable
+from store.text import find_unstorable, refuse_constant
 
 STANDARD = ("email", "phone", "name", "kind", "role", "labels", "notify_sms", "notify_email",
             "notify_voice")  # fmt: skip
@@ -90,10 +90,6 @@ def _finite(text: str) -> float:
     return number
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def to_json_value(text: str) -> Any:
     """The JSON value ``text`` spells, or None when it is no (non-null) JSON value.
 
@@ -102,7 +98,7 @@ def to_json_value(text: str) -> Any:
     if not text or text[0] not in '-0123456789tf{["':
         return None  # the usual text cell, without trying to parse it
     try:
-        return json.loads(text, parse_float=_finite, parse_constant=_refuse_constant)
+        return json.loads(text, parse_float=_finite, parse_constant=refuse_constant)
     except (ValueError, RecursionError):
         return None
 

@@ -53,20 +53,14 @@ def find_unstorable(value: object, path: str = "") -> tuple[str, str] | None:
     return None
 
 
-def find_nul(value: object, path: str = "") -> str | None:
-    """The path of the first value in parsed JSON the store cannot hold (a NUL character
-    most often; see ``find_unstorable`` for why), or None."""
-    found = find_unstorable(value, path)
-    return found[0] if found else None
-
-
 def storable(text: str) -> str:
     """``text`` without what the store cannot hold (NUL characters dropped, lone surrogates
     replaced): for what we produce ourselves, such as a model's reply, never for input."""
     return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
-def _refuse_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """For ``json.loads(parse_constant=...)``: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -78,7 +72,7 @@ def loads_json(text: str | bytes) -> Any:
     """Strict JSON as every door reads it: ``ValueError`` (a sentence) for what is not
     JSON -- NaN and Infinity included -- or nests deeper than ``MAX_DEPTH``."""
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=refuse_constant)
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     if _depth(value) > MAX_DEPTH:

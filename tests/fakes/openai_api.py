@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes._waiting import until
+
 
 @dataclass
 class FakeOpenAI:
@@ -55,8 +57,5 @@ class FakeOpenAI:
 
     async def wait_requests(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until ``count`` completions were asked for; return their bodies."""
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(self.requests) >= count), timeout
-            )
+        await until(self._changed, lambda: len(self.requests) >= count, timeout)
         return list(self.requests)

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes._waiting import until
+
 
 @dataclass
 class Post:
@@ -57,11 +59,6 @@ class FakeSlack:
         return web.json_response({"ok": True, "channel": body["channel"], "ts": ts})
 
     async def wait(self, count: int, timeout: float = 10.0) -> list[Post]:
-        async with self._changed:
-            try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: len(self.posts) >= count), timeout
-                )
-            except TimeoutError:
-                raise AssertionError(f"{len(self.posts)} of {count} Slack posts arrived") from None
+        await until(self._changed, lambda: len(self.posts) >= count, timeout,
+                    lambda: f"{len(self.posts)} of {count} Slack posts arrived")  # fmt: skip
         return self.posts

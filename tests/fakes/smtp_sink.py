@@ -11,6 +11,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from tests.fakes._waiting import until
+
 
 @dataclass
 class SmtpSink:
@@ -45,11 +47,6 @@ class SmtpSink:
         await self._server.wait_closed()
 
     async def wait(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
-        async with self._changed:
-            try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: len(self.messages) >= count), timeout
-                )
-            except TimeoutError:
-                raise AssertionError(f"{len(self.messages)} of {count} messages arrived") from None
+        await until(self._changed, lambda: len(self.messages) >= count, timeout,
+                    lambda: f"{len(self.messages)} of {count} messages arrived")  # fmt: skip
         return self.messages

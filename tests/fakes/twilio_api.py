@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes._waiting import until
+
 
 @dataclass
 class SentSms:
@@ -78,10 +80,7 @@ class FakeTwilio:
         }, status=201)  # fmt: skip
 
     async def wait_calls(self, count: int, timeout: float = 10.0) -> list[PlacedCall]:
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(self.calls) >= count), timeout
-            )
+        await until(self._changed, lambda: len(self.calls) >= count, timeout)
         return list(self.calls)
 
     def _authorised(self, request: web.Request) -> bool:
@@ -159,21 +158,16 @@ class FakeTwilio:
 
     async def wait_sent(self, count: int, timeout: float = 10.0) -> list[SentSms]:
         """Wait until ``count`` messages were taken; return them."""
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.sent) >= count), timeout)
+        await until(self._changed, lambda: len(self.sent) >= count, timeout)
         return list(self.sent)
 
     async def wait_sent_to(self, to: str, timeout: float = 10.0) -> list[SentSms]:
         """Wait until a message to ``to`` was taken; return those to ``to``."""
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: any(s.to == to for s in self.sent)), timeout
-            )
+        await until(self._changed, lambda: any(s.to == to for s in self.sent), timeout)
         return [s for s in self.sent if s.to == to]
 
     async def wait_requests(self, count: int, timeout: float = 10.0) -> None:
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: self.requests >= count), timeout)
+        await until(self._changed, lambda: self.requests >= count, timeout)
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
